@@ -1,0 +1,105 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/containerd/containerd/v2/client"
+	"google.golang.org/grpc"
+	"k8s.io/klog/v2"
+
+	"github.com/peapod-cri/peapod/config"
+	"github.com/peapod-cri/peapod/metrics"
+	"github.com/peapod-cri/peapod/network"
+	"github.com/peapod-cri/peapod/server"
+	"github.com/peapod-cri/peapod/version"
+)
+
+const (
+	// maxMsgSize matches the kubelet's CRI client limit.
+	maxMsgSize = 16 << 20
+	// shutdownGrace bounds how long in-flight CRI calls may run after
+	// SIGTERM before they are cut off.
+	shutdownGrace = 10 * time.Second
+)
+
+// serve runs the daemon until SIGTERM or SIGINT. Stopping peapod never
+// touches containers: they belong to containerd and keep running.
+func serve(cfg *config.Config) error {
+	setVerbosity(cfg.Verbosity)
+	for _, dir := range []string{cfg.Root, cfg.State} {
+		if err := os.MkdirAll(dir, 0o711); err != nil {
+			return fmt.Errorf("creating %s: %w", dir, err)
+		}
+	}
+
+	// The client connects lazily: peapod starts (and reports
+	// RuntimeReady=false) while containerd is down, and reconnects by itself.
+	ctrd, err := client.New(cfg.ContainerdAddress, client.WithDefaultNamespace(cfg.ContainerdNamespace))
+	if err != nil {
+		return fmt.Errorf("containerd client for %s: %w", cfg.ContainerdAddress, err)
+	}
+	defer ctrd.Close()
+
+	m := metrics.New()
+	svc := server.New(cfg, ctrd, network.NewManager(cfg.CNIConfDir, cfg.CNIBinDir))
+	g := grpc.NewServer(
+		grpc.ChainUnaryInterceptor(server.UnaryInterceptor(m)),
+		grpc.ChainStreamInterceptor(server.StreamInterceptor(m)),
+		grpc.MaxRecvMsgSize(maxMsgSize),
+		grpc.MaxSendMsgSize(maxMsgSize),
+	)
+	svc.Register(g)
+
+	l, release, err := listenCRI(cfg.Listen)
+	if err != nil {
+		return err
+	}
+	defer release()
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	svc.Start(ctx)
+	if cfg.MetricsAddress != "" {
+		addr, err := m.Serve(ctx, cfg.MetricsAddress)
+		if err != nil {
+			return fmt.Errorf("metrics endpoint %s: %w", cfg.MetricsAddress, err)
+		}
+		klog.InfoS("Serving metrics", "url", fmt.Sprintf("http://%s/metrics", addr))
+	}
+
+	served := make(chan error, 1)
+	go func() { served <- g.Serve(l) }()
+	klog.InfoS("peapod is serving the CRI", "version", version.Version, "socket", cfg.Listen,
+		"containerd", cfg.ContainerdAddress, "namespace", cfg.ContainerdNamespace)
+
+	select {
+	case err := <-served:
+		return fmt.Errorf("serving %s: %w", cfg.Listen, err)
+	case <-ctx.Done():
+	}
+	klog.InfoS("Shutting down: no new calls, finishing in-flight ones", "grace", shutdownGrace)
+	done := make(chan struct{})
+	go func() { g.GracefulStop(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(shutdownGrace):
+		klog.InfoS("In-flight calls did not finish in time; cutting them off")
+		g.Stop()
+	}
+	klog.InfoS("peapod stopped")
+	return nil
+}
+
+// setVerbosity applies the configured -v to klog, which keeps it in a flag.
+func setVerbosity(v int) {
+	fs := flag.NewFlagSet("klog", flag.ContinueOnError)
+	klog.InitFlags(fs)
+	_ = fs.Set("v", strconv.Itoa(v))
+}

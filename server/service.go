@@ -1,0 +1,55 @@
+// Package server translates the CRI (k8s.io/cri-api runtime.v1) into calls on
+// the packages that own each concept. Handlers validate their input, delegate,
+// and return wrapped errors; the interceptors in instrument.go turn those into
+// gRPC codes in one place. RPCs not built yet answer codes.Unimplemented
+// through the embedded Unimplemented*Server types.
+package server
+
+import (
+	"context"
+
+	"github.com/containerd/containerd/v2/client"
+	"google.golang.org/grpc"
+	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/peapod-cri/peapod/config"
+	"github.com/peapod-cri/peapod/network"
+)
+
+// Containerd is what the server needs of the containerd client.
+// *client.Client implements it.
+type Containerd interface {
+	// Version asks the daemon for its version; an answer means it is reachable.
+	Version(ctx context.Context) (client.Version, error)
+}
+
+// Network is what the server needs of the network package.
+type Network interface {
+	Status() network.Status
+}
+
+// Service implements the CRI RuntimeService and ImageService.
+type Service struct {
+	runtime.UnimplementedRuntimeServiceServer
+	runtime.UnimplementedImageServiceServer
+
+	config  *config.Config
+	health  *containerdHealth
+	network Network
+}
+
+// New returns a Service for the given configuration and backends.
+func New(cfg *config.Config, ctrd Containerd, net Network) *Service {
+	return &Service{config: cfg, health: &containerdHealth{containerd: ctrd}, network: net}
+}
+
+// Start runs the Service's background work until ctx is done.
+func (s *Service) Start(ctx context.Context) {
+	go s.health.run(ctx)
+}
+
+// Register adds the CRI services to a gRPC server.
+func (s *Service) Register(g *grpc.Server) {
+	runtime.RegisterRuntimeServiceServer(g, s)
+	runtime.RegisterImageServiceServer(g, s)
+}
