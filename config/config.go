@@ -128,6 +128,9 @@ func (c *Config) decode(r io.Reader, name string) error {
 		return fmt.Errorf("config file %s: unknown key(s) %s (see `peapod config default`)", name, strings.Join(keys, ", "))
 	case errors.As(err, &derr):
 		row, col := derr.Position()
+		if key := strings.Join(derr.Key(), "."); key != "" {
+			return fmt.Errorf("config file %s:%d:%d: bad value for %q: %s", name, row, col, key, derr.Error())
+		}
 		return fmt.Errorf("config file %s:%d:%d: %s", name, row, col, derr.Error())
 	default:
 		return fmt.Errorf("config file %s: %w", name, err)

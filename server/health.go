@@ -16,6 +16,10 @@ const (
 	// healthTimeout bounds one probe. containerd's dialer waits for a missing
 	// socket to appear, so a probe can take this long while containerd is down.
 	healthTimeout = 2 * time.Second
+	// firstProbeTimeout bounds the probe a Status call makes itself before
+	// any probe has finished (just after start): a reachable containerd
+	// answers in milliseconds, and Status must answer promptly while it is down.
+	firstProbeTimeout = 500 * time.Millisecond
 )
 
 // containerdHealth probes containerd in the background, so that Status (which
@@ -66,7 +70,9 @@ func (h *containerdHealth) status(ctx context.Context) (client.Version, error) {
 	checked, v, err := h.checked, h.version, h.err
 	h.mu.RUnlock()
 	if !checked {
-		h.probe(ctx)
+		probeCtx, cancel := context.WithTimeout(ctx, firstProbeTimeout)
+		defer cancel()
+		h.probe(probeCtx)
 		return h.status(ctx)
 	}
 	return v, err

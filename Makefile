@@ -1,0 +1,53 @@
+# peapod — a CRI runtime for containerd.
+#   make build        build bin/peapod
+#   make run          start peapod (and what it needs) ready for crictl
+#   make test         unit + integration + conformance tests (what CI runs)
+#   make bench        benchmarks, peapod beside containerd's built-in CRI
+#   make lint         gofmt + go vet
+#   make clean        remove build outputs
+
+GO        ?= go
+export GOTOOLCHAIN := local
+export GOFLAGS     := -mod=mod
+PKG       := github.com/peapod-cri/peapod
+VERSION   ?= $(shell git describe --tags --match 'v*' 2>/dev/null || echo v0.1.0-dev)
+REVISION  ?= $(shell git rev-parse HEAD 2>/dev/null)
+LDFLAGS   := -X $(PKG)/version.Version=$(VERSION) -X $(PKG)/version.Revision=$(REVISION)
+# Which lab containerd the integration tests talk to (2.4 or 1.6).
+INTEGRATION_CONTAINERD ?= 2.4
+
+.PHONY: all build run test test-unit test-integration conformance bench lint clean
+
+all: build
+
+build:
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/peapod ./cmd/peapod
+
+run:
+	bash conformance/up.sh
+
+test: lint test-unit test-integration conformance
+
+test-unit:
+	$(GO) test -count=1 ./...
+
+test-integration: build
+	bash conformance/prepare.sh
+	bash conformance/containerd.sh up $(INTEGRATION_CONTAINERD)
+	PEAPOD_TEST_CONTAINERD=$$(bash conformance/containerd.sh address $(INTEGRATION_CONTAINERD)) \
+		$(GO) test -count=1 -tags integration ./integration/...
+
+conformance: build
+	bash conformance/run.sh
+
+bench: build
+	$(GO) test -run '^$$' -bench . -benchmem ./...
+	bash conformance/run.sh --benchmark --targets 2.4
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+	$(GO) vet -tags integration ./...
+
+clean:
+	rm -rf bin

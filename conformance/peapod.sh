@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Runs a peapod instance of the lab from this checkout's bin/peapod.
+#   peapod.sh up NAME CONTAINERD_SOCKET [EXTRA_FLAGS...]
+#   peapod.sh down|status|address NAME
+# NAME "main" serves the default socket /run/peapod/peapod.sock with the
+# default root and state; any other name gets its own socket, root and state
+# under the lab's directories, so lab runs never disturb the main instance.
+set -euo pipefail
+. "$(dirname "$0")/lib.sh"
+
+usage() { echo "usage: $0 up NAME CONTAINERD_SOCKET [FLAGS...] | down|status|address NAME" >&2; exit 2; }
+[ $# -ge 2 ] || usage
+cmd=$1 name=$2
+shift 2
+
+if [ "$name" = main ]; then
+	sock=/run/peapod/peapod.sock root=/var/lib/peapod state=/run/peapod
+else
+	sock=$LAB_RUN/peapod-$name/peapod.sock root=$LAB_STATE/peapod-$name state=$LAB_RUN/peapod-$name
+fi
+pidfile=$LAB_RUN/peapod-$name.pid
+logfile=$LAB_STATE/logs/peapod-$name.log
+
+serving() { "$LAB_BIN/crictl" --runtime-endpoint "unix://$sock" --timeout 2s version >/dev/null 2>&1; }
+
+case $cmd in
+up)
+	[ $# -ge 1 ] || usage
+	ctrd=$1; shift
+	if pid_alive "$pidfile" && serving; then
+		log "peapod $name already serving $sock (pid $(cat "$pidfile"))"
+		exit 0
+	fi
+	[ -x "$REPO_DIR/bin/peapod" ] || make -s -C "$REPO_DIR" build
+	mkdir -p "$LAB_RUN" "$(dirname "$logfile")"
+	# A lab instance runs with -v=4 so its log shows every CRI call.
+	setsid nohup "$REPO_DIR/bin/peapod" --listen "$sock" --root "$root" --state "$state" \
+		--containerd-address "$ctrd" --registry-config-path "$LAB_CERTS_D" \
+		--cni-conf-dir "$LAB_CNI_CONF_DIR" --v 4 "$@" </dev/null >>"$logfile" 2>&1 &
+	echo $! >"$pidfile"
+	wait_for "peapod $name on $sock (log: $logfile)" 20 serving
+	log "peapod $name serving $sock (pid $(cat "$pidfile"), containerd $ctrd, log $logfile)"
+	;;
+down)
+	stop_pidfile "$pidfile"
+	;;
+status)
+	if pid_alive "$pidfile" && serving; then echo "peapod $name: serving $sock (pid $(cat "$pidfile"))"; else echo "peapod $name: down"; exit 1; fi
+	;;
+address)
+	echo "$sock"
+	;;
+*) usage ;;
+esac

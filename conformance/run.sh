@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Runs critest v1.36.0 against peapod on each lab containerd, and against
+# containerd 2.4.2's built-in CRI as the reference, printing a summary per run.
+#
+#   run.sh [--targets "2.4 1.6"] [--no-reference] [--parallel N] [--focus RE] [--benchmark]
+#
+# peapod runs are held to expected-failures.txt: a failure not on the list
+# fails the run, a listed spec that passes is reported so the list can shrink.
+# The reference run only reports (its result is containerd's, not ours).
+set -euo pipefail
+. "$(dirname "$0")/lib.sh"
+
+targets="2.4 1.6" reference=1 critest_args=()
+while [ $# -gt 0 ]; do
+	case $1 in
+	--targets) targets=$2; shift 2 ;;
+	--no-reference) reference=0; shift ;;
+	--parallel|--focus|--skip) critest_args+=("$1" "$2"); shift 2 ;;
+	--benchmark) critest_args+=("$1"); shift ;;
+	*) die "unknown option $1" ;;
+	esac
+done
+expected=(--expected "$LAB_DIR/expected-failures.txt")
+case " ${critest_args[*]-} " in *" --benchmark "*|*" --focus "*|*" --skip "*) expected=() ;; esac
+
+"$LAB_DIR/prepare.sh"
+
+failed=() summaries=()
+run() { # run NAME ENDPOINT [critest.sh args]
+	local name=$1 ep=$2 rc=0 out
+	shift 2
+	out=$LAB_STATE/results/$name.txt
+	mkdir -p "$(dirname "$out")"
+	"$LAB_DIR/critest.sh" --endpoint "unix://$ep" --name "$name" "$@" ${critest_args[@]+"${critest_args[@]}"} 2>&1 | tee "$out" || rc=$?
+	summaries+=("$(grep -E "^critest $name: " "$out" | tail -n 1 || echo "critest $name: no summary")")
+	[ "$rc" -eq 0 ] || failed+=("$name")
+}
+
+for t in $targets; do
+	"$LAB_DIR/containerd.sh" up "$t"
+	ctrd=$("$LAB_DIR/containerd.sh" address "$t")
+	"$LAB_DIR/peapod.sh" up "containerd-$t" "$ctrd"
+	run "peapod-containerd-$t" "$("$LAB_DIR/peapod.sh" address "containerd-$t")" ${expected[@]+"${expected[@]}"}
+	"$LAB_DIR/peapod.sh" down "containerd-$t"
+done
+
+if [ "$reference" = 1 ]; then
+	"$LAB_DIR/containerd.sh" up 2.4
+	run containerd-2.4-builtin "$("$LAB_DIR/containerd.sh" address 2.4)" || true
+	# The reference's result is reported, never held against peapod.
+	failed=("${failed[@]/containerd-2.4-builtin/}")
+fi
+
+echo
+echo "== conformance summary"
+printf '%s\n' "${summaries[@]}"
+for f in ${failed[@]+"${failed[@]}"}; do
+	[ -n "$f" ] && die "critest run $f did not meet its expectations (see above)"
+done
+log "all conformance runs met their expectations"

@@ -1,0 +1,164 @@
+package server
+
+import (
+	"context"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/containerd/containerd/v2/client"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+	"google.golang.org/grpc/test/bufconn"
+	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/peapod-cri/peapod/config"
+	"github.com/peapod-cri/peapod/network"
+)
+
+// fakeContainerd answers Version with a fixed result.
+type fakeContainerd struct {
+	version client.Version
+	err     error
+
+	mu    sync.Mutex
+	calls int
+}
+
+func (f *fakeContainerd) Version(context.Context) (client.Version, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls++
+	return f.version, f.err
+}
+
+func (f *fakeContainerd) set(err error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.err = err
+}
+
+// fakeNetwork reports a fixed network status.
+type fakeNetwork struct{ status network.Status }
+
+func (f fakeNetwork) Status() network.Status { return f.status }
+
+// call is one observed RPC.
+type call struct {
+	method string
+	code   codes.Code
+}
+
+// recorder is an Observer that remembers every call.
+type recorder struct {
+	mu    sync.Mutex
+	calls []call
+}
+
+func (r *recorder) ObserveRPC(method string, code codes.Code, d time.Duration) {
+	if d < 0 {
+		panic("negative duration")
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.calls = append(r.calls, call{method, code})
+}
+
+func (r *recorder) last() call {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.calls) == 0 {
+		return call{}
+	}
+	return r.calls[len(r.calls)-1]
+}
+
+func testConfig() *config.Config {
+	cfg := config.Default()
+	cfg.ContainerdAddress = "/run/test/containerd.sock"
+	return cfg
+}
+
+func newTestService(ctrd Containerd, net Network) *Service {
+	if ctrd == nil {
+		ctrd = &fakeContainerd{version: client.Version{Version: "v9.9.9", Revision: "abc"}}
+	}
+	if net == nil {
+		net = fakeNetwork{network.Status{Ready: true, Network: "podnet", File: "/etc/cni/net.d/10-podnet.conflist"}}
+	}
+	return New(testConfig(), ctrd, net)
+}
+
+// serveBufconn serves register's services over an in-process connection,
+// with peapod's interceptors installed as in cmd/peapod, and returns a client
+// connection to it.
+func serveBufconn(t *testing.T, obs Observer, register func(*grpc.Server)) *grpc.ClientConn {
+	t.Helper()
+	l := bufconn.Listen(1 << 20)
+	g := grpc.NewServer(
+		grpc.ChainUnaryInterceptor(UnaryInterceptor(obs)),
+		grpc.ChainStreamInterceptor(StreamInterceptor(obs)),
+	)
+	register(g)
+	go func() { _ = g.Serve(l) }()
+	t.Cleanup(g.Stop)
+
+	conn, err := grpc.NewClient("passthrough:///bufconn",
+		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return l.DialContext(ctx) }),
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+	)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return conn
+}
+
+func callContext(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func TestUnimplementedRPCs(t *testing.T) {
+	obs := &recorder{}
+	conn := serveBufconn(t, obs, newTestService(nil, nil).Register)
+	rt, img := runtime.NewRuntimeServiceClient(conn), runtime.NewImageServiceClient(conn)
+	ctx := callContext(t)
+
+	cases := []struct {
+		method string
+		call   func() error
+	}{
+		{"ListPodSandbox", func() error { _, err := rt.ListPodSandbox(ctx, &runtime.ListPodSandboxRequest{}); return err }},
+		{"RunPodSandbox", func() error { _, err := rt.RunPodSandbox(ctx, &runtime.RunPodSandboxRequest{}); return err }},
+		{"ListContainers", func() error { _, err := rt.ListContainers(ctx, &runtime.ListContainersRequest{}); return err }},
+		{"PullImage", func() error {
+			_, err := img.PullImage(ctx, &runtime.PullImageRequest{Image: &runtime.ImageSpec{Image: "busybox"}})
+			return err
+		}},
+		{"ListImages", func() error { _, err := img.ListImages(ctx, &runtime.ListImagesRequest{}); return err }},
+		{"GetContainerEvents", func() error {
+			stream, err := rt.GetContainerEvents(ctx, &runtime.GetEventsRequest{})
+			if err != nil {
+				return err
+			}
+			_, err = stream.Recv()
+			return err
+		}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.method, func(t *testing.T) {
+			err := tc.call()
+			if status.Code(err) != codes.Unimplemented {
+				t.Fatalf("%s: %v, want code Unimplemented", tc.method, err)
+			}
+			if got, want := obs.last(), (call{tc.method, codes.Unimplemented}); got != want {
+				t.Errorf("observed %+v, want %+v", got, want)
+			}
+		})
+	}
+}
