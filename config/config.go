@@ -17,6 +17,7 @@ import (
 	"reflect"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/containerd/containerd/v2/pkg/identifiers"
 	"github.com/distribution/reference"
@@ -39,6 +40,7 @@ type Config struct {
 	CNIConfDir          string   `toml:"cni-conf-dir" json:"cni-conf-dir" doc:"Directory holding CNI network configs; the first usable one (by file name) is the pod network."`
 	CNIBinDir           []string `toml:"cni-bin-dir" json:"cni-bin-dir" doc:"Directories searched for CNI plugin binaries, in order (flag: comma-separated)."`
 	PauseImage          string   `toml:"pause-image" json:"pause-image" doc:"Image of the pause container that holds each pod's namespaces."`
+	PullProgressTimeout Duration `toml:"image-pull-progress-timeout" json:"image-pull-progress-timeout" doc:"An image pull that receives no data for this long fails (e.g. \"5m\", \"90s\")."`
 	StreamingAddress    string   `toml:"streaming-address" json:"streaming-address" doc:"host:port of the exec/attach/port-forward streaming server (port 0: any free port)."`
 	MetricsAddress      string   `toml:"metrics-address" json:"metrics-address" doc:"host:port serving Prometheus metrics on /metrics; empty turns metrics off."`
 	Verbosity           int      `toml:"v" json:"v" doc:"Log verbosity (klog -v); 4 logs every CRI call."`
@@ -56,6 +58,7 @@ func Default() *Config {
 		CNIConfDir:          "/etc/cni/net.d",
 		CNIBinDir:           []string{"/opt/cni/bin", "/usr/lib/cni"},
 		PauseImage:          "registry.k8s.io/pause:3.10",
+		PullProgressTimeout: Duration(5 * time.Minute),
 		StreamingAddress:    "127.0.0.1:0",
 		MetricsAddress:      "",
 		Verbosity:           0,
@@ -177,6 +180,9 @@ func (c *Config) Validate() error {
 			bad("metrics-address", "%v", err)
 		}
 	}
+	if c.PullProgressTimeout <= 0 {
+		bad("image-pull-progress-timeout", "must be positive, got %s", c.PullProgressTimeout)
+	}
 	if c.Verbosity < 0 {
 		bad("v", "must not be negative, got %d", c.Verbosity)
 	}
@@ -189,7 +195,11 @@ func WriteDefault(w io.Writer) error {
 	b.WriteString("# peapod configuration. Every key is optional; the values below are the defaults.\n")
 	b.WriteString("# Each key is also a command-line flag of the same name, which wins over this file.\n")
 	for _, f := range fields(Default()) {
-		line, err := toml.Marshal(map[string]any{f.key: f.v.Interface()})
+		val := f.v.Interface()
+		if d, ok := val.(Duration); ok {
+			val = d.String()
+		}
+		line, err := toml.Marshal(map[string]any{f.key: val})
 		if err != nil {
 			return err
 		}
@@ -230,6 +240,9 @@ func (f *field) String() string {
 }
 
 func (f *field) Set(s string) error {
+	if d, ok := f.v.Addr().Interface().(*Duration); ok {
+		return d.UnmarshalText([]byte(s))
+	}
 	switch f.v.Kind() {
 	case reflect.String:
 		f.v.SetString(s)
@@ -252,3 +265,23 @@ func (f *field) Set(s string) error {
 	}
 	return nil
 }
+
+// Duration is a time.Duration written as a string ("5m", "90s") in the
+// config file and on the command line.
+type Duration time.Duration
+
+// String formats d like time.Duration.
+func (d Duration) String() string { return time.Duration(d).String() }
+
+// UnmarshalText parses a duration string such as "5m".
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	if err != nil {
+		return fmt.Errorf("not a duration (like \"5m\" or \"90s\"): %q", b)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// MarshalText formats d like time.Duration.
+func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil }

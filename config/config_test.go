@@ -8,6 +8,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 )
 
 // writeConfig writes content to a config file in a fresh temp dir and
@@ -62,6 +63,8 @@ func TestLoadPrecedence(t *testing.T) {
 			func(c *Config) { c.CNIBinDir = []string{"/f/a", "/f/b"} }, func(c *Config) { c.CNIBinDir = []string{"/x/a", "/x/b", "/x/c"} }},
 		{"pause-image", `"example.com/file/pause:1"`, "example.com/flag/pause:2",
 			func(c *Config) { c.PauseImage = "example.com/file/pause:1" }, func(c *Config) { c.PauseImage = "example.com/flag/pause:2" }},
+		{"image-pull-progress-timeout", `"90s"`, "2m30s",
+			func(c *Config) { c.PullProgressTimeout = Duration(90 * time.Second) }, func(c *Config) { c.PullProgressTimeout = Duration(150 * time.Second) }},
 		{"streaming-address", `"0.0.0.0:1000"`, "127.0.0.1:2000",
 			func(c *Config) { c.StreamingAddress = "0.0.0.0:1000" }, func(c *Config) { c.StreamingAddress = "127.0.0.1:2000" }},
 		{"metrics-address", `"127.0.0.1:9100"`, "[::1]:9200",

@@ -13,6 +13,7 @@ import (
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/peapod-cri/peapod/config"
+	"github.com/peapod-cri/peapod/image"
 	"github.com/peapod-cri/peapod/network"
 )
 
@@ -28,6 +29,23 @@ type Network interface {
 	Status() network.Status
 }
 
+// Images is what the server needs of the image package.
+type Images interface {
+	Pull(ctx context.Context, name string, auth *image.Auth) (string, error)
+	Get(ctx context.Context, name string) (image.Image, error)
+	List(ctx context.Context) ([]image.Image, error)
+	Remove(ctx context.Context, name string) error
+	Pinned(img image.Image) bool
+	FsUsage(ctx context.Context) (image.FsUsage, error)
+}
+
+// Backends are the packages the Service delegates to.
+type Backends struct {
+	Containerd Containerd
+	Network    Network
+	Images     Images
+}
+
 // Service implements the CRI RuntimeService and ImageService.
 type Service struct {
 	runtime.UnimplementedRuntimeServiceServer
@@ -36,11 +54,17 @@ type Service struct {
 	config  *config.Config
 	health  *containerdHealth
 	network Network
+	images  Images
 }
 
 // New returns a Service for the given configuration and backends.
-func New(cfg *config.Config, ctrd Containerd, net Network) *Service {
-	return &Service{config: cfg, health: &containerdHealth{containerd: ctrd}, network: net}
+func New(cfg *config.Config, b Backends) *Service {
+	return &Service{
+		config:  cfg,
+		health:  &containerdHealth{containerd: b.Containerd},
+		network: b.Network,
+		images:  b.Images,
+	}
 }
 
 // Start runs the Service's background work until ctx is done.

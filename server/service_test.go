@@ -89,7 +89,7 @@ func newTestService(ctrd Containerd, net Network) *Service {
 	if net == nil {
 		net = fakeNetwork{network.Status{Ready: true, Network: "podnet", File: "/etc/cni/net.d/10-podnet.conflist"}}
 	}
-	return New(testConfig(), ctrd, net)
+	return New(testConfig(), Backends{Containerd: ctrd, Network: net})
 }
 
 // serveBufconn serves register's services over an in-process connection,
@@ -126,7 +126,7 @@ func callContext(t *testing.T) context.Context {
 func TestUnimplementedRPCs(t *testing.T) {
 	obs := &recorder{}
 	conn := serveBufconn(t, obs, newTestService(nil, nil).Register)
-	rt, img := runtime.NewRuntimeServiceClient(conn), runtime.NewImageServiceClient(conn)
+	rt := runtime.NewRuntimeServiceClient(conn)
 	ctx := callContext(t)
 
 	cases := []struct {
@@ -136,11 +136,8 @@ func TestUnimplementedRPCs(t *testing.T) {
 		{"ListPodSandbox", func() error { _, err := rt.ListPodSandbox(ctx, &runtime.ListPodSandboxRequest{}); return err }},
 		{"RunPodSandbox", func() error { _, err := rt.RunPodSandbox(ctx, &runtime.RunPodSandboxRequest{}); return err }},
 		{"ListContainers", func() error { _, err := rt.ListContainers(ctx, &runtime.ListContainersRequest{}); return err }},
-		{"PullImage", func() error {
-			_, err := img.PullImage(ctx, &runtime.PullImageRequest{Image: &runtime.ImageSpec{Image: "busybox"}})
-			return err
-		}},
-		{"ListImages", func() error { _, err := img.ListImages(ctx, &runtime.ListImagesRequest{}); return err }},
+		{"CreateContainer", func() error { _, err := rt.CreateContainer(ctx, &runtime.CreateContainerRequest{}); return err }},
+		{"ExecSync", func() error { _, err := rt.ExecSync(ctx, &runtime.ExecSyncRequest{}); return err }},
 		{"GetContainerEvents", func() error {
 			stream, err := rt.GetContainerEvents(ctx, &runtime.GetEventsRequest{})
 			if err != nil {

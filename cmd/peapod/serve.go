@@ -15,6 +15,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/peapod-cri/peapod/config"
+	"github.com/peapod-cri/peapod/image"
 	"github.com/peapod-cri/peapod/metrics"
 	"github.com/peapod-cri/peapod/network"
 	"github.com/peapod-cri/peapod/server"
@@ -48,7 +49,16 @@ func serve(cfg *config.Config) error {
 	defer ctrd.Close()
 
 	m := metrics.New()
-	svc := server.New(cfg, ctrd, network.NewManager(cfg.CNIConfDir, cfg.CNIBinDir))
+	images := image.New(ctrd, image.Config{
+		RegistryConfigPath:  cfg.RegistryConfigPath,
+		PullProgressTimeout: time.Duration(cfg.PullProgressTimeout),
+		PinnedImages:        []string{cfg.PauseImage},
+	})
+	svc := server.New(cfg, server.Backends{
+		Containerd: ctrd,
+		Network:    network.NewManager(cfg.CNIConfDir, cfg.CNIBinDir),
+		Images:     images,
+	})
 	g := grpc.NewServer(
 		grpc.ChainUnaryInterceptor(server.UnaryInterceptor(m)),
 		grpc.ChainStreamInterceptor(server.StreamInterceptor(m)),

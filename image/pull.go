@@ -1,0 +1,264 @@
+package image
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/core/remotes/docker"
+	"github.com/containerd/containerd/v2/core/remotes/docker/config"
+	"github.com/containerd/errdefs"
+	"github.com/distribution/reference"
+	"k8s.io/klog/v2"
+)
+
+// Auth is the registry credential of a pull, as the CRI AuthConfig gives it.
+type Auth struct {
+	Username, Password string
+	// Auth is base64("username:password").
+	Auth string
+	// ServerAddress, when set, limits the credential to that registry host.
+	ServerAddress string
+	// IdentityToken is an OAuth refresh token; RegistryToken a bearer token.
+	IdentityToken, RegistryToken string
+}
+
+// Pull pulls and unpacks the image ref and returns its ID. Concurrent pulls
+// of one reference with the same credentials share one download. The pull
+// goes on if the caller gives up (its context ends), so a retry finds the
+// image or joins the pull in progress; it fails only when it makes no
+// progress for Config.PullProgressTimeout.
+func (s *Service) Pull(ctx context.Context, name string, auth *Auth) (string, error) {
+	ref, err := normalize(name)
+	if err != nil {
+		return "", fmt.Errorf("image reference %q: %v: %w", name, err, errdefs.ErrInvalidArgument)
+	}
+	if err := s.ensureLoaded(ctx); err != nil {
+		return "", err
+	}
+	key := ref + "\x00" + auth.fingerprint()
+	ch := s.pulls.DoChan(key, func() (any, error) {
+		return s.pull(context.WithoutCancel(ctx), ref, auth)
+	})
+	select {
+	case <-ctx.Done():
+		return "", fmt.Errorf("pulling %s: %w", ref, ctx.Err())
+	case res := <-ch:
+		if res.Err != nil {
+			return "", res.Err
+		}
+		return res.Val.(string), nil
+	}
+}
+
+func (s *Service) pull(ctx context.Context, ref string, auth *Auth) (string, error) {
+	start := time.Now()
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	watch := newProgressWatch(s.config.PullProgressTimeout, cancel)
+	defer watch.stop()
+
+	resolver := docker.NewResolver(docker.ResolverOptions{
+		Hosts: config.ConfigureHosts(ctx, config.HostOptions{
+			HostDir:     config.HostDirFromRoot(s.config.RegistryConfigPath),
+			Credentials: auth.credentials,
+			UpdateClient: func(c *http.Client) error {
+				c.Transport = watch.wrap(c.Transport)
+				return nil
+			},
+		}),
+		Headers: auth.headers(),
+	})
+	img, err := s.client.Pull(ctx, ref,
+		client.WithResolver(resolver),
+		client.WithPullUnpack,
+		client.WithPullSnapshotter(Snapshotter),
+		client.WithPlatformMatcher(s.platform),
+	)
+	if err != nil {
+		if cause := context.Cause(ctx); cause != nil && ctx.Err() != nil {
+			err = cause
+		}
+		return "", fmt.Errorf("pulling image %s: %w", ref, err)
+	}
+
+	// Name the image by digest too, so ImageStatus answers for
+	// "repo@sha256:…" and the digest survives a restart.
+	refs := []string{ref}
+	if !strings.Contains(ref, "@") {
+		dref, err := digestRef(ref, img.Target().Digest)
+		if err != nil {
+			return "", err
+		}
+		if err := s.record(ctx, dref, img.Target()); err != nil {
+			return "", fmt.Errorf("recording %s: %w", dref, err)
+		}
+		refs = append(refs, dref)
+	}
+	entry, err := s.inspect(ctx, img.Metadata())
+	if err != nil {
+		return "", err
+	}
+	for _, r := range refs {
+		s.index.put(r, entry)
+	}
+	s.invalidateFsUsage()
+	klog.V(2).InfoS("Pulled image", "ref", ref, "id", entry.ID, "bytes", watch.bytes.Load(), "duration", time.Since(start))
+	return entry.ID, nil
+}
+
+// parseNamed parses a normalized reference.
+func parseNamed(ref string) (reference.Named, error) {
+	return reference.ParseNormalizedNamed(ref)
+}
+
+// credentials answers the resolver's per-host credential question.
+func (a *Auth) credentials(host string) (string, string, error) {
+	if a == nil {
+		return "", "", nil
+	}
+	if a.ServerAddress != "" && !sameHost(a.ServerAddress, host) {
+		return "", "", nil
+	}
+	switch {
+	case a.IdentityToken != "":
+		// An empty user with a secret is a refresh token to the resolver.
+		return "", a.IdentityToken, nil
+	case a.Username != "" || a.Password != "":
+		return a.Username, a.Password, nil
+	case a.Auth != "":
+		raw, err := base64.StdEncoding.DecodeString(a.Auth)
+		if err != nil {
+			return "", "", fmt.Errorf("auth for %s is not base64: %w", host, errdefs.ErrInvalidArgument)
+		}
+		user, pass, ok := strings.Cut(string(raw), ":")
+		if !ok {
+			return "", "", fmt.Errorf("auth for %s is not user:password: %w", host, errdefs.ErrInvalidArgument)
+		}
+		return user, pass, nil
+	}
+	return "", "", nil
+}
+
+// headers carries a registry bearer token, which needs no token exchange.
+func (a *Auth) headers() http.Header {
+	if a == nil || a.RegistryToken == "" {
+		return nil
+	}
+	return http.Header{"Authorization": []string{"Bearer " + a.RegistryToken}}
+}
+
+// fingerprint tells credentials apart without keeping them in a map key.
+func (a *Auth) fingerprint() string {
+	if a == nil {
+		return ""
+	}
+	h := sha256.Sum256([]byte(strings.Join([]string{a.Username, a.Password, a.Auth, a.ServerAddress, a.IdentityToken, a.RegistryToken}, "\x00")))
+	return hex.EncodeToString(h[:8])
+}
+
+// sameHost compares a CRI server address ("https://host/v1/", "host") with a
+// registry host.
+func sameHost(addr, host string) bool {
+	addr = strings.TrimPrefix(strings.TrimPrefix(addr, "https://"), "http://")
+	addr, _, _ = strings.Cut(addr, "/")
+	if addr == "index.docker.io" || addr == "docker.io" {
+		addr = "registry-1.docker.io"
+	}
+	return addr == host
+}
+
+// progressWatch cancels a pull when, while requests are in flight, no bytes
+// arrive for the timeout.
+type progressWatch struct {
+	timeout  time.Duration
+	cancel   context.CancelCauseFunc
+	bytes    atomic.Int64
+	inflight atomic.Int32
+	last     atomic.Int64 // unix nanoseconds of the last progress
+	done     chan struct{}
+}
+
+func newProgressWatch(timeout time.Duration, cancel context.CancelCauseFunc) *progressWatch {
+	w := &progressWatch{timeout: timeout, cancel: cancel, done: make(chan struct{})}
+	w.touch()
+	if timeout > 0 {
+		go w.run()
+	}
+	return w
+}
+
+func (w *progressWatch) touch() { w.last.Store(time.Now().UnixNano()) }
+
+func (w *progressWatch) run() {
+	t := time.NewTicker(min(w.timeout/4, time.Second))
+	defer t.Stop()
+	for {
+		select {
+		case <-w.done:
+			return
+		case <-t.C:
+			if w.inflight.Load() == 0 {
+				w.touch() // waiting on containerd (unpacking), not on the network
+				continue
+			}
+			if idle := time.Since(time.Unix(0, w.last.Load())); idle > w.timeout {
+				w.cancel(fmt.Errorf("%w for %s (%d bytes received)", errNoProgress, w.timeout, w.bytes.Load()))
+				return
+			}
+		}
+	}
+}
+
+func (w *progressWatch) stop() { close(w.done) }
+
+func (w *progressWatch) wrap(rt http.RoundTripper) http.RoundTripper {
+	if rt == nil {
+		rt = http.DefaultTransport
+	}
+	return roundTripFunc(func(req *http.Request) (*http.Response, error) {
+		w.inflight.Add(1)
+		w.touch()
+		resp, err := rt.RoundTrip(req)
+		if err != nil {
+			w.inflight.Add(-1)
+			return nil, err
+		}
+		resp.Body = &countingBody{ReadCloser: resp.Body, w: w}
+		return resp, nil
+	})
+}
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+type countingBody struct {
+	io.ReadCloser
+	w      *progressWatch
+	closed atomic.Bool
+}
+
+func (b *countingBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if n > 0 {
+		b.w.bytes.Add(int64(n))
+		b.w.touch()
+	}
+	return n, err
+}
+
+func (b *countingBody) Close() error {
+	if b.closed.CompareAndSwap(false, true) {
+		b.w.inflight.Add(-1)
+	}
+	return b.ReadCloser.Close()
+}

@@ -1,0 +1,206 @@
+// Package image owns container images: pulling them through containerd
+// (registry mirrors and auth from a hosts.toml directory), unpacking them for
+// the runtime, and answering what images exist under which names.
+//
+// containerd's image records are the source of truth: one record per
+// reference (tag or digest), all pointing at the pulled manifest. An
+// in-memory index of them, keyed by image ID (the config digest), serves the
+// kubelet's frequent ImageStatus/ListImages calls.
+package image
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/core/content"
+	"github.com/containerd/containerd/v2/core/images"
+	"github.com/containerd/errdefs"
+	"github.com/containerd/platforms"
+	"github.com/opencontainers/go-digest"
+	"github.com/opencontainers/image-spec/identity"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"golang.org/x/sync/singleflight"
+	"k8s.io/klog/v2"
+)
+
+// Snapshotter is the containerd snapshotter images are unpacked into.
+const Snapshotter = "overlayfs"
+
+// Config configures the image Service.
+type Config struct {
+	// RegistryConfigPath is a directory of <host>/hosts.toml files.
+	RegistryConfigPath string
+	// PullProgressTimeout fails a pull that transfers nothing for this long.
+	PullProgressTimeout time.Duration
+	// PinnedImages are references the kubelet must never garbage-collect
+	// (the pause image).
+	PinnedImages []string
+}
+
+// Service manages the images in peapod's containerd namespace.
+type Service struct {
+	client   *client.Client
+	config   Config
+	platform platforms.MatchComparer
+
+	index  *index
+	pulls  singleflight.Group
+	loadMu sync.Mutex
+	loaded bool
+
+	fsMu    sync.Mutex
+	fsUsage *FsUsage
+}
+
+// New returns a Service. Its index is loaded from containerd on first use
+// (containerd may not be up yet when peapod starts).
+func New(c *client.Client, cfg Config) *Service {
+	return &Service{client: c, config: cfg, platform: platforms.Default(), index: newIndex()}
+}
+
+// ensureLoaded rebuilds the index from containerd's image records once.
+func (s *Service) ensureLoaded(ctx context.Context) error {
+	s.loadMu.Lock()
+	defer s.loadMu.Unlock()
+	if s.loaded {
+		return nil
+	}
+	records, err := s.client.ImageService().List(ctx)
+	if err != nil {
+		return fmt.Errorf("listing images in containerd: %w", err)
+	}
+	for _, rec := range records {
+		img, err := s.inspect(ctx, rec)
+		if err != nil {
+			// Content removed behind containerd's back, or a pull that never
+			// finished: not usable, so not listed; a new pull repairs it.
+			klog.InfoS("Skipping unusable image record", "ref", rec.Name, "err", err)
+			continue
+		}
+		s.index.put(rec.Name, img)
+	}
+	s.loaded = true
+	klog.V(2).InfoS("Loaded image index", "records", len(records), "images", len(s.index.list()))
+	return nil
+}
+
+// inspect reads what the CRI needs of an image record from the content store.
+func (s *Service) inspect(ctx context.Context, rec images.Image) (*Image, error) {
+	cs := s.client.ContentStore()
+	manifest, err := images.Manifest(ctx, cs, rec.Target, s.platform)
+	if err != nil {
+		return nil, fmt.Errorf("reading manifest of %s: %w", rec.Name, err)
+	}
+	raw, err := content.ReadBlob(ctx, cs, manifest.Config)
+	if err != nil {
+		return nil, fmt.Errorf("reading config of %s: %w", rec.Name, err)
+	}
+	var cfg ocispec.Image
+	if err := json.Unmarshal(raw, &cfg); err != nil {
+		return nil, fmt.Errorf("decoding config of %s: %w", rec.Name, err)
+	}
+	size, err := rec.Size(ctx, cs, s.platform)
+	if err != nil {
+		return nil, fmt.Errorf("sizing %s: %w", rec.Name, err)
+	}
+	return &Image{
+		ID:      manifest.Config.Digest.String(),
+		Target:  rec.Target,
+		Size:    size,
+		Config:  cfg.Config,
+		ChainID: identity.ChainID(cfg.RootFS.DiffIDs).String(),
+	}, nil
+}
+
+// Get returns the image known by name (ID, reference or unique ID prefix),
+// or an error wrapping errdefs.ErrNotFound.
+func (s *Service) Get(ctx context.Context, name string) (Image, error) {
+	if err := s.ensureLoaded(ctx); err != nil {
+		return Image{}, err
+	}
+	img, ok := s.index.lookup(name)
+	if !ok {
+		return Image{}, fmt.Errorf("image %q: %w", name, errdefs.ErrNotFound)
+	}
+	return img, nil
+}
+
+// List returns all images.
+func (s *Service) List(ctx context.Context) ([]Image, error) {
+	if err := s.ensureLoaded(ctx); err != nil {
+		return nil, err
+	}
+	return s.index.list(), nil
+}
+
+// Pinned reports whether the kubelet must not garbage-collect img.
+func (s *Service) Pinned(img Image) bool {
+	for _, p := range s.config.PinnedImages {
+		if ref, err := normalize(p); err == nil {
+			for _, r := range img.References {
+				if r == ref {
+					return true
+				}
+			}
+		}
+	}
+	return false
+}
+
+// Remove deletes the image known by name with all its references, as the
+// CRI requires. An image that does not exist is not an error.
+func (s *Service) Remove(ctx context.Context, name string) error {
+	img, err := s.Get(ctx, name)
+	if errdefs.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	is := s.client.ImageService()
+	for i, ref := range img.References {
+		var opts []images.DeleteOpt
+		if i == len(img.References)-1 {
+			// Let containerd's garbage collector free the content before we
+			// answer, so ImageFsInfo reflects the removal.
+			opts = append(opts, images.SynchronousDelete())
+		}
+		if err := is.Delete(ctx, ref, opts...); err != nil && !errdefs.IsNotFound(err) {
+			return fmt.Errorf("removing image %s (%s): %w", ref, img.ID, err)
+		}
+		s.index.dropRef(ref)
+	}
+	s.invalidateFsUsage()
+	return nil
+}
+
+// record creates or updates the containerd image record ref → target.
+func (s *Service) record(ctx context.Context, ref string, target ocispec.Descriptor) error {
+	is := s.client.ImageService()
+	rec := images.Image{Name: ref, Target: target}
+	if _, err := is.Create(ctx, rec); err != nil {
+		if !errdefs.IsAlreadyExists(err) {
+			return err
+		}
+		if _, err := is.Update(ctx, rec, "target"); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// digestRef returns "<repository>@<digest>" for a normalized reference.
+func digestRef(ref string, d digest.Digest) (string, error) {
+	named, err := parseNamed(ref)
+	if err != nil {
+		return "", err
+	}
+	return named.Name() + "@" + d.String(), nil
+}
+
+var errNoProgress = errors.New("image pull made no progress")
