@@ -35,8 +35,9 @@ type Status struct {
 // changes to it: files appearing, being edited or removed take effect on the
 // next call, without a restart.
 type Manager struct {
-	confDir string
-	binDirs []string
+	confDir  string
+	binDirs  []string
+	cacheDir string // libcni's record of what each ADD used
 
 	mu          sync.Mutex
 	fingerprint string                    // of confDir when current was loaded
@@ -44,9 +45,10 @@ type Manager struct {
 	file        string
 }
 
-// NewManager returns a Manager reading configs from confDir and plugins from binDirs.
-func NewManager(confDir string, binDirs []string) *Manager {
-	return &Manager{confDir: confDir, binDirs: binDirs}
+// NewManager returns a Manager reading configs from confDir and plugins
+// from binDirs, keeping libcni's cache in cacheDir.
+func NewManager(confDir string, binDirs []string, cacheDir string) *Manager {
+	return &Manager{confDir: confDir, binDirs: binDirs, cacheDir: cacheDir}
 }
 
 // Status reports whether a usable CNI config exists. It is cheap while the

@@ -95,7 +95,7 @@ func TestStatus(t *testing.T) {
 					writeFile(t, dir, name, content)
 				}
 			}
-			st := NewManager(dir, tc.binDirs).Status()
+			st := NewManager(dir, tc.binDirs, "").Status()
 			if st.Ready != tc.ready {
 				t.Fatalf("Ready = %v, want %v (status %+v)", st.Ready, tc.ready, st)
 			}
@@ -121,7 +121,7 @@ func TestStatus(t *testing.T) {
 func TestStatusUnreadableDir(t *testing.T) {
 	// A file where the directory should be.
 	notDir := writeFile(t, t.TempDir(), "net.d", "")
-	st := NewManager(notDir, []string{fakePlugins(t, "bridge")}).Status()
+	st := NewManager(notDir, []string{fakePlugins(t, "bridge")}, "").Status()
 	if st.Ready || st.Reason != NotReadyReason || !strings.Contains(st.Message, notDir) {
 		t.Errorf("Status = %+v, want not ready naming %s", st, notDir)
 	}
@@ -133,7 +133,7 @@ func TestStatusFollowsChanges(t *testing.T) {
 	root := t.TempDir()
 	dir := filepath.Join(root, "net.d")
 	bin := fakePlugins(t, "bridge", "host-local")
-	m := NewManager(dir, []string{bin})
+	m := NewManager(dir, []string{bin}, "")
 
 	type step struct {
 		name    string

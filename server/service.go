@@ -15,6 +15,7 @@ import (
 	"github.com/peapod-cri/peapod/config"
 	"github.com/peapod-cri/peapod/image"
 	"github.com/peapod-cri/peapod/network"
+	"github.com/peapod-cri/peapod/sandbox"
 )
 
 // Containerd is what the server needs of the containerd client.
@@ -39,11 +40,21 @@ type Images interface {
 	FsUsage(ctx context.Context) (image.FsUsage, error)
 }
 
+// Sandboxes is what the server needs of the sandbox package.
+type Sandboxes interface {
+	Run(ctx context.Context, cfg *runtime.PodSandboxConfig, handler string) (string, error)
+	Stop(ctx context.Context, id string) error
+	Remove(ctx context.Context, id string) error
+	Get(ctx context.Context, id string) (sandbox.Sandbox, error)
+	List(ctx context.Context) ([]sandbox.Sandbox, error)
+}
+
 // Backends are the packages the Service delegates to.
 type Backends struct {
 	Containerd Containerd
 	Network    Network
 	Images     Images
+	Sandboxes  Sandboxes
 }
 
 // Service implements the CRI RuntimeService and ImageService.
@@ -51,19 +62,21 @@ type Service struct {
 	runtime.UnimplementedRuntimeServiceServer
 	runtime.UnimplementedImageServiceServer
 
-	config  *config.Config
-	health  *containerdHealth
-	network Network
-	images  Images
+	config    *config.Config
+	health    *containerdHealth
+	network   Network
+	images    Images
+	sandboxes Sandboxes
 }
 
 // New returns a Service for the given configuration and backends.
 func New(cfg *config.Config, b Backends) *Service {
 	return &Service{
-		config:  cfg,
-		health:  &containerdHealth{containerd: b.Containerd},
-		network: b.Network,
-		images:  b.Images,
+		config:    cfg,
+		health:    &containerdHealth{containerd: b.Containerd},
+		network:   b.Network,
+		images:    b.Images,
+		sandboxes: b.Sandboxes,
 	}
 }
 

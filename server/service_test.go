@@ -133,8 +133,6 @@ func TestUnimplementedRPCs(t *testing.T) {
 		method string
 		call   func() error
 	}{
-		{"ListPodSandbox", func() error { _, err := rt.ListPodSandbox(ctx, &runtime.ListPodSandboxRequest{}); return err }},
-		{"RunPodSandbox", func() error { _, err := rt.RunPodSandbox(ctx, &runtime.RunPodSandboxRequest{}); return err }},
 		{"ListContainers", func() error { _, err := rt.ListContainers(ctx, &runtime.ListContainersRequest{}); return err }},
 		{"CreateContainer", func() error { _, err := rt.CreateContainer(ctx, &runtime.CreateContainerRequest{}); return err }},
 		{"ExecSync", func() error { _, err := rt.ExecSync(ctx, &runtime.ExecSyncRequest{}); return err }},

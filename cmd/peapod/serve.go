@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strconv"
 	"syscall"
 	"time"
@@ -17,7 +18,9 @@ import (
 	"github.com/peapod-cri/peapod/config"
 	"github.com/peapod-cri/peapod/image"
 	"github.com/peapod-cri/peapod/metrics"
+	"github.com/peapod-cri/peapod/monitor"
 	"github.com/peapod-cri/peapod/network"
+	"github.com/peapod-cri/peapod/sandbox"
 	"github.com/peapod-cri/peapod/server"
 	"github.com/peapod-cri/peapod/version"
 )
@@ -54,10 +57,15 @@ func serve(cfg *config.Config) error {
 		PullProgressTimeout: time.Duration(cfg.PullProgressTimeout),
 		PinnedImages:        []string{cfg.PauseImage},
 	})
+	net := network.NewManager(cfg.CNIConfDir, cfg.CNIBinDir, filepath.Join(cfg.State, "cni"))
+	sandboxes := sandbox.New(ctrd, images, net, sandbox.Config{
+		PauseImage: cfg.PauseImage, RootDir: cfg.Root, StateDir: cfg.State,
+	})
 	svc := server.New(cfg, server.Backends{
 		Containerd: ctrd,
-		Network:    network.NewManager(cfg.CNIConfDir, cfg.CNIBinDir),
+		Network:    net,
 		Images:     images,
+		Sandboxes:  sandboxes,
 	})
 	g := grpc.NewServer(
 		grpc.ChainUnaryInterceptor(server.UnaryInterceptor(m)),
@@ -76,6 +84,7 @@ func serve(cfg *config.Config) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	svc.Start(ctx)
+	go monitor.Run(ctx, ctrd, cfg.ContainerdNamespace, sandboxes)
 	if cfg.MetricsAddress != "" {
 		addr, err := m.Serve(ctx, cfg.MetricsAddress)
 		if err != nil {

@@ -1,0 +1,248 @@
+// Package sandbox owns pod sandboxes: the pinned network namespace, the pod
+// network (through the network package), the pause container that holds the
+// pod's namespaces, and the files containers of the pod share (resolv.conf,
+// hostname, hosts, /dev/shm).
+//
+// A sandbox is a containerd container labelled as such; its Record lives on
+// that container as an extension, written before each step that creates
+// something outside containerd, so a crash at any point leaves a record that
+// start-up recovery can finish or clean.
+package sandbox
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+
+	tasks "github.com/containerd/containerd/api/services/tasks/v1"
+	tasktypes "github.com/containerd/containerd/api/types/task"
+	"github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/core/containers"
+	"github.com/containerd/errdefs"
+	"github.com/containerd/typeurl/v2"
+	"google.golang.org/protobuf/proto"
+	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
+	"k8s.io/klog/v2"
+
+	"github.com/peapod-cri/peapod/image"
+	"github.com/peapod-cri/peapod/monitor"
+	"github.com/peapod-cri/peapod/network"
+)
+
+const (
+	// kindLabel marks peapod's containerd containers with what they are.
+	kindLabel   = "io.peapod.kind"
+	kindSandbox = "sandbox"
+	// recordExtension is the containerd container extension holding the Record.
+	recordExtension = "io.peapod.sandbox"
+)
+
+func init() {
+	typeurl.Register(&Record{}, "io.peapod", "sandbox", "Record")
+}
+
+// Config configures the sandbox Manager.
+type Config struct {
+	// PauseImage is the image of the pause container.
+	PauseImage string
+	// RootDir holds per-sandbox files that must outlive a reboot of peapod
+	// (resolv.conf, hostname, hosts); StateDir runtime state (netns pins, shm).
+	RootDir, StateDir string
+}
+
+// Manager runs pod sandboxes.
+type Manager struct {
+	client  *client.Client
+	images  *image.Service
+	network *network.Manager
+	config  Config
+	store   *store
+
+	loadMu sync.Mutex
+	loaded bool
+}
+
+// New returns a Manager. Its store is rebuilt from containerd on first use.
+func New(c *client.Client, images *image.Service, net *network.Manager, cfg Config) *Manager {
+	return &Manager{client: c, images: images, network: net, config: cfg, store: newStore()}
+}
+
+func (m *Manager) netnsDir() string         { return filepath.Join(m.config.StateDir, "netns") }
+func (m *Manager) rootDir(id string) string { return filepath.Join(m.config.RootDir, "sandboxes", id) }
+func (m *Manager) stateDir(id string) string {
+	return filepath.Join(m.config.StateDir, "sandboxes", id)
+}
+
+// Get returns the sandbox with the given ID or unique ID prefix.
+func (m *Manager) Get(ctx context.Context, id string) (Sandbox, error) {
+	if err := m.ensureLoaded(ctx); err != nil {
+		return Sandbox{}, err
+	}
+	return m.store.get(id)
+}
+
+// List returns all sandboxes, oldest first.
+func (m *Manager) List(ctx context.Context) ([]Sandbox, error) {
+	if err := m.ensureLoaded(ctx); err != nil {
+		return nil, err
+	}
+	return m.store.list(), nil
+}
+
+// persist writes the record to the sandbox's containerd container.
+func (m *Manager) persist(ctx context.Context, rec Record) error {
+	ctr, err := m.client.LoadContainer(ctx, rec.ID)
+	if err != nil {
+		return fmt.Errorf("loading container of sandbox %s: %w", rec.ID, err)
+	}
+	err = ctr.Update(ctx, func(_ context.Context, _ *client.Client, c *containers.Container) error {
+		return setRecord(c, &rec)
+	})
+	if err != nil {
+		return fmt.Errorf("recording state of sandbox %s: %w", rec.ID, err)
+	}
+	return nil
+}
+
+func setRecord(c *containers.Container, rec *Record) error {
+	ext, err := typeurl.MarshalAny(rec)
+	if err != nil {
+		return err
+	}
+	if c.Extensions == nil {
+		c.Extensions = map[string]typeurl.Any{}
+	}
+	c.Extensions[recordExtension] = ext
+	return nil
+}
+
+// decode reads a sandbox back from its containerd container.
+func decode(c containers.Container) (*Sandbox, error) {
+	ext, ok := c.Extensions[recordExtension]
+	if !ok {
+		return nil, fmt.Errorf("container %s has no sandbox record", c.ID)
+	}
+	var rec Record
+	if err := json.Unmarshal(ext.GetValue(), &rec); err != nil {
+		return nil, fmt.Errorf("decoding sandbox record of %s: %w", c.ID, err)
+	}
+	cfg := &runtime.PodSandboxConfig{}
+	if err := proto.Unmarshal(rec.Config, cfg); err != nil {
+		return nil, fmt.Errorf("decoding sandbox config of %s: %w", c.ID, err)
+	}
+	return &Sandbox{Record: rec, Config: cfg}, nil
+}
+
+// ensureLoaded rebuilds the store from containerd once, recovering what an
+// earlier peapod left half-done.
+func (m *Manager) ensureLoaded(ctx context.Context) error {
+	m.loadMu.Lock()
+	defer m.loadMu.Unlock()
+	if m.loaded {
+		return nil
+	}
+	if err := m.recover(ctx); err != nil {
+		return err
+	}
+	m.loaded = true
+	return nil
+}
+
+// recover loads every sandbox container. One left in StateCreating was
+// interrupted mid-RunPodSandbox and is cleaned up (network, netns, files,
+// container); the kubelet will run it again. Network namespaces pinned but
+// never recorded (a crash before the container was created) are removed.
+func (m *Manager) recover(ctx context.Context) error {
+	ctrs, err := m.client.ContainerService().List(ctx, fmt.Sprintf("labels.%q==%s", kindLabel, kindSandbox))
+	if err != nil {
+		return fmt.Errorf("listing sandboxes in containerd: %w", err)
+	}
+	known := map[string]bool{}
+	for _, c := range ctrs {
+		sb, err := decode(c)
+		if err != nil {
+			klog.ErrorS(err, "Ignoring unreadable sandbox container", "id", c.ID)
+			continue
+		}
+		if sb.State == StateCreating {
+			klog.InfoS("Cleaning up a sandbox whose creation was interrupted", "id", sb.ID)
+			if err := m.cleanup(ctx, sb); err != nil {
+				klog.ErrorS(err, "Cleaning up interrupted sandbox failed; will retry at next start", "id", sb.ID)
+				known[sb.NetNS] = true
+			}
+			continue
+		}
+		known[sb.NetNS] = true
+		sb.State, sb.Pid = m.taskState(ctx, sb.ID, sb.State)
+		m.store.add(sb)
+	}
+	entries, err := os.ReadDir(m.netnsDir())
+	if err != nil && !os.IsNotExist(err) {
+		return err
+	}
+	for _, e := range entries {
+		p := filepath.Join(m.netnsDir(), e.Name())
+		if !known[p] {
+			klog.InfoS("Removing network namespace left by an interrupted sandbox", "path", p)
+			if err := removeNetNS(p); err != nil {
+				klog.ErrorS(err, "Removing leaked network namespace failed", "path", p)
+			}
+		}
+	}
+	klog.V(2).InfoS("Loaded sandboxes", "count", len(m.store.list()))
+	return nil
+}
+
+// taskState reads whether the sandbox's pause container runs. A ready
+// sandbox whose pause exited while peapod was down is not ready any more.
+func (m *Manager) taskState(ctx context.Context, id string, recorded State) (State, uint32) {
+	if recorded != StateReady {
+		return recorded, 0
+	}
+	task, err := m.client.TaskService().Get(ctx, &tasks.GetRequest{ContainerID: id})
+	if err != nil || task.GetProcess().GetStatus() != tasktypes.Status_RUNNING {
+		return StateNotReady, 0
+	}
+	return StateReady, task.GetProcess().GetPid()
+}
+
+// TaskExited is told by the event monitor that a task exited; when it is a
+// sandbox's pause container, the sandbox is not ready any more.
+func (m *Manager) TaskExited(ctx context.Context, e monitor.Exit) {
+	m.markNotReady(ctx, e.ContainerID)
+}
+
+// Resync catches pause exits the event stream missed.
+func (m *Manager) Resync(ctx context.Context) {
+	if err := m.ensureLoaded(ctx); err != nil {
+		klog.ErrorS(err, "Loading sandboxes")
+		return
+	}
+	for _, sb := range m.store.list() {
+		if sb.State != StateReady {
+			continue
+		}
+		if state, _ := m.taskState(ctx, sb.ID, sb.State); state != StateReady {
+			m.markNotReady(ctx, sb.ID)
+		}
+	}
+}
+
+func (m *Manager) markNotReady(ctx context.Context, id string) {
+	changed := false
+	sb, ok := m.store.update(id, func(r *Record) {
+		if r.State == StateReady {
+			r.State, changed = StateNotReady, true
+		}
+	})
+	if !ok || !changed {
+		return
+	}
+	klog.V(2).InfoS("Pause container exited; sandbox not ready", "id", id)
+	if err := m.persist(ctx, sb.Record); err != nil && !errdefs.IsNotFound(err) {
+		klog.ErrorS(err, "Persisting sandbox state", "id", id)
+	}
+}

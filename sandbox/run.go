@@ -1,0 +1,143 @@
+package sandbox
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"time"
+
+	"github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/pkg/cio"
+	"github.com/containerd/errdefs"
+	"google.golang.org/protobuf/proto"
+	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
+	"k8s.io/klog/v2"
+
+	"github.com/peapod-cri/peapod/image"
+)
+
+// cleanupTimeout bounds the rollback of a failed RunPodSandbox, which runs
+// even when the caller's context is gone.
+const cleanupTimeout = time.Minute
+
+// Run creates and starts a pod sandbox and returns its ID. On failure,
+// everything done so far is undone, and the error can be retried.
+func (m *Manager) Run(ctx context.Context, cfg *runtime.PodSandboxConfig, handler string) (_ string, retErr error) {
+	md := cfg.GetMetadata()
+	if md.GetName() == "" || md.GetNamespace() == "" || md.GetUid() == "" {
+		return "", fmt.Errorf("pod sandbox metadata needs a name, namespace and uid: %w", errdefs.ErrInvalidArgument)
+	}
+	if handler != "" && handler != "runc" {
+		return "", fmt.Errorf("unknown runtime handler %q: %w", handler, errdefs.ErrInvalidArgument)
+	}
+	if err := m.ensureLoaded(ctx); err != nil {
+		return "", err
+	}
+	id := newID()
+	name := reservationName(md)
+	if err := m.store.reserve(name, id); err != nil {
+		return "", err
+	}
+	defer func() {
+		if retErr != nil {
+			m.store.release(name, id)
+		}
+	}()
+	unlock := m.store.lock(id)
+	defer unlock()
+
+	pause, err := m.pauseImage(ctx)
+	if err != nil {
+		return "", err
+	}
+	raw, err := proto.Marshal(cfg)
+	if err != nil {
+		return "", fmt.Errorf("encoding sandbox config: %w", err)
+	}
+	sb := &Sandbox{Config: cfg, Record: Record{
+		ID: id, Config: raw, RuntimeHandler: handler, CreatedAt: time.Now(), State: StateCreating,
+	}}
+	defer func() {
+		if retErr == nil {
+			return
+		}
+		// Undo with a context of our own: the caller's may be what ended.
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
+		defer cancel()
+		if err := m.cleanup(cctx, sb); err != nil {
+			klog.ErrorS(err, "Rolling back a failed RunPodSandbox; start-up recovery will finish it", "id", id)
+		}
+	}()
+
+	if !sb.HostNetwork() {
+		path, err := newNetNS(m.netnsDir())
+		if err != nil {
+			return "", fmt.Errorf("creating network namespace for sandbox %s: %w", id, err)
+		}
+		sb.NetNS = path
+	}
+	if err := m.setupFiles(sb); err != nil {
+		return "", err
+	}
+	// The container records the netns before anything is asked of CNI.
+	ctr, err := m.client.NewContainer(ctx, id,
+		client.WithContainerLabels(map[string]string{kindLabel: kindSandbox}),
+		client.WithSnapshotter(image.Snapshotter),
+		client.WithNewSnapshot(id, pause),
+		client.WithNewSpec(m.pauseSpec(sb, pause)...),
+		client.WithContainerExtension(recordExtension, &sb.Record),
+	)
+	if err != nil {
+		return "", fmt.Errorf("creating pause container of sandbox %s: %w", id, err)
+	}
+	if !sb.HostNetwork() {
+		res, err := m.network.Setup(ctx, m.podNetwork(sb))
+		if err != nil {
+			return "", err
+		}
+		sb.Network, sb.IPs = res.Network, res.IPs
+		if err := m.persist(ctx, sb.Record); err != nil {
+			return "", err
+		}
+	}
+	task, err := ctr.NewTask(ctx, cio.NullIO)
+	if err != nil {
+		return "", fmt.Errorf("creating pause task of sandbox %s: %w", id, err)
+	}
+	if err := task.Start(ctx); err != nil {
+		return "", fmt.Errorf("starting pause container of sandbox %s: %w", id, err)
+	}
+	sb.Pid, sb.State = task.Pid(), StateReady
+	if err := m.persist(ctx, sb.Record); err != nil {
+		return "", err
+	}
+	m.store.add(sb)
+	klog.V(2).InfoS("Sandbox ready", "id", id, "pod", md.GetNamespace()+"/"+md.GetName(), "ips", sb.IPs)
+	return id, nil
+}
+
+// pauseImage returns the pause image, pulling it if it is missing.
+func (m *Manager) pauseImage(ctx context.Context) (client.Image, error) {
+	img, err := m.images.Get(ctx, m.config.PauseImage)
+	if errdefs.IsNotFound(err) {
+		if _, err = m.images.Pull(ctx, m.config.PauseImage, nil); err != nil {
+			return nil, fmt.Errorf("pause image %s is missing and cannot be pulled: %w", m.config.PauseImage, err)
+		}
+		img, err = m.images.Get(ctx, m.config.PauseImage)
+	}
+	if err != nil {
+		return nil, err
+	}
+	rec, err := m.client.ImageService().Get(ctx, img.References[0])
+	if err != nil {
+		return nil, fmt.Errorf("pause image %s: %w", m.config.PauseImage, err)
+	}
+	return client.NewImage(m.client, rec), nil
+}
+
+func newID() string {
+	b := make([]byte, 32)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}

@@ -1,0 +1,152 @@
+package sandbox
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"syscall"
+	"time"
+
+	"github.com/containerd/containerd/v2/client"
+	"github.com/containerd/errdefs"
+	"k8s.io/klog/v2"
+)
+
+// pauseStopTimeout bounds the wait for a killed pause container to exit.
+const pauseStopTimeout = 30 * time.Second
+
+// Stop stops a sandbox: its pause container is killed and its network torn
+// down (CNI DEL, netns removed). Its containers must have been stopped by the
+// caller. Stopping a sandbox that is stopped or unknown succeeds.
+func (m *Manager) Stop(ctx context.Context, id string) error {
+	if err := m.ensureLoaded(ctx); err != nil {
+		return err
+	}
+	sb, err := m.store.get(id)
+	if errdefs.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	unlock := m.store.lock(sb.ID)
+	defer unlock()
+	if err := m.stop(ctx, &sb); err != nil {
+		return err
+	}
+	updated, _ := m.store.update(sb.ID, func(r *Record) {
+		r.State, r.Pid, r.Network = StateNotReady, 0, ""
+	})
+	if err := m.persist(ctx, updated.Record); err != nil && !errdefs.IsNotFound(err) {
+		return err
+	}
+	return nil
+}
+
+// stop kills the pause task and releases what the sandbox holds outside
+// containerd (network, netns, shm); each step tolerates what is already gone.
+func (m *Manager) stop(ctx context.Context, sb *Sandbox) error {
+	if err := m.deleteTask(ctx, sb.ID); err != nil {
+		return err
+	}
+	if sb.NetNS != "" {
+		if err := m.network.Teardown(ctx, m.podNetwork(sb), sb.Network); err != nil {
+			return fmt.Errorf("tearing down network of sandbox %s: %w", sb.ID, err)
+		}
+		if err := removeNetNS(sb.NetNS); err != nil {
+			return fmt.Errorf("removing network namespace of sandbox %s: %w", sb.ID, err)
+		}
+	}
+	return m.unmountShm(sb)
+}
+
+// Remove removes a sandbox, stopping it first if needed. Its containers must
+// have been removed by the caller. Removing an unknown sandbox succeeds.
+func (m *Manager) Remove(ctx context.Context, id string) error {
+	if err := m.ensureLoaded(ctx); err != nil {
+		return err
+	}
+	sb, err := m.store.get(id)
+	if errdefs.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	unlock := m.store.lock(sb.ID)
+	defer unlock()
+	if err := m.cleanup(ctx, &sb); err != nil {
+		return err
+	}
+	m.store.delete(sb.ID)
+	return nil
+}
+
+// cleanup undoes everything a sandbox is: it is the rollback of Run, the
+// recovery of an interrupted Run, and the body of Remove.
+func (m *Manager) cleanup(ctx context.Context, sb *Sandbox) error {
+	if err := m.stop(ctx, sb); err != nil {
+		return err
+	}
+	ctr, err := m.client.LoadContainer(ctx, sb.ID)
+	if err == nil {
+		err = ctr.Delete(ctx, client.WithSnapshotCleanup)
+	}
+	if err != nil && !errdefs.IsNotFound(err) {
+		return fmt.Errorf("deleting pause container of sandbox %s: %w", sb.ID, err)
+	}
+	return m.removeFiles(sb)
+}
+
+// deleteTask kills the pause container's task and deletes it.
+func (m *Manager) deleteTask(ctx context.Context, id string) error {
+	ctr, err := m.client.LoadContainer(ctx, id)
+	if errdefs.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	task, err := ctr.Task(ctx, nil)
+	if errdefs.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("loading pause task of sandbox %s: %w", id, err)
+	}
+	wait, err := task.Wait(ctx)
+	if err != nil && !errdefs.IsNotFound(err) {
+		return fmt.Errorf("waiting on pause task of sandbox %s: %w", id, err)
+	}
+	if err == nil {
+		if err := task.Kill(ctx, syscall.SIGKILL); err != nil && !errdefs.IsNotFound(err) {
+			return fmt.Errorf("killing pause container of sandbox %s: %w", id, err)
+		}
+		select {
+		case <-wait:
+		case <-time.After(pauseStopTimeout):
+			return fmt.Errorf("pause container of sandbox %s did not exit within %s after SIGKILL", id, pauseStopTimeout)
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	if _, err := task.Delete(ctx, client.WithProcessKill); err != nil && !errdefs.IsNotFound(err) {
+		return fmt.Errorf("deleting pause task of sandbox %s: %w", id, err)
+	}
+	return nil
+}
+
+func (m *Manager) removeFiles(sb *Sandbox) error {
+	var errs []error
+	for _, dir := range []string{m.rootDir(sb.ID), m.stateDir(sb.ID)} {
+		if err := os.RemoveAll(dir); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		klog.ErrorS(err, "Removing sandbox files", "id", sb.ID)
+		return fmt.Errorf("removing files of sandbox %s: %w", sb.ID, err)
+	}
+	return nil
+}
