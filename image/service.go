@@ -130,6 +130,19 @@ func (s *Service) Get(ctx context.Context, name string) (Image, error) {
 	return img, nil
 }
 
+// Handle returns the containerd client's view of img, for creating
+// snapshots and specs from it.
+func (s *Service) Handle(ctx context.Context, img Image) (client.Image, error) {
+	if len(img.References) == 0 {
+		return nil, fmt.Errorf("image %s has no references: %w", img.ID, errdefs.ErrNotFound)
+	}
+	rec, err := s.client.ImageService().Get(ctx, img.References[0])
+	if err != nil {
+		return nil, fmt.Errorf("image %s: %w", img.ID, err)
+	}
+	return client.NewImageWithPlatform(s.client, rec, s.platform), nil
+}
+
 // List returns all images.
 func (s *Service) List(ctx context.Context) ([]Image, error) {
 	if err := s.ensureLoaded(ctx); err != nil {

@@ -363,11 +363,11 @@ func TestUnimplemented(t *testing.T) {
 	_, rt := startServing(t, options{})
 	ctx := callCtx(t)
 
-	if _, err := rt.ListContainers(ctx, &runtime.ListContainersRequest{}); status.Code(err) != codes.Unimplemented {
-		t.Errorf("ListContainers = %v, want Unimplemented", err)
+	if _, err := rt.ContainerStats(ctx, &runtime.ContainerStatsRequest{}); status.Code(err) != codes.Unimplemented {
+		t.Errorf("ContainerStats = %v, want Unimplemented", err)
 	}
-	if _, err := rt.ExecSync(ctx, &runtime.ExecSyncRequest{}); status.Code(err) != codes.Unimplemented {
-		t.Errorf("ExecSync = %v, want Unimplemented", err)
+	if _, err := rt.Exec(ctx, &runtime.ExecRequest{}); status.Code(err) != codes.Unimplemented {
+		t.Errorf("Exec = %v, want Unimplemented", err)
 	}
 }
 
@@ -438,8 +438,8 @@ func TestMetrics(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if _, err := rt.ListContainers(ctx, &runtime.ListContainersRequest{}); status.Code(err) != codes.Unimplemented {
-		t.Fatalf("ListContainers = %v", err)
+	if _, err := rt.ContainerStats(ctx, &runtime.ContainerStatsRequest{}); status.Code(err) != codes.Unimplemented {
+		t.Fatalf("ContainerStats = %v", err)
 	}
 
 	resp, err := http.Get("http://" + addr + "/metrics")
@@ -456,8 +456,8 @@ func TestMetrics(t *testing.T) {
 	}
 	want := []struct{ metric, label1, label2 string }{
 		{"peapod_cri_request_duration_seconds_count{", `method="Version"`, ""},
-		{"peapod_cri_request_duration_seconds_count{", `method="ListContainers"`, ""},
-		{"peapod_cri_request_errors_total{", `method="ListContainers"`, `code="Unimplemented"`},
+		{"peapod_cri_request_duration_seconds_count{", `method="ContainerStats"`, ""},
+		{"peapod_cri_request_errors_total{", `method="ContainerStats"`, `code="Unimplemented"`},
 	}
 	for _, w := range want {
 		found := false

@@ -29,6 +29,11 @@ type Subscriber interface {
 	Resync(ctx context.Context)
 }
 
+// OOMSubscriber is told when a container's cgroup ran out of memory.
+type OOMSubscriber interface {
+	OOMKilled(ctx context.Context, containerID string)
+}
+
 // Run follows task exits in namespace until ctx is done, resubscribing with
 // a backoff when the stream breaks.
 func Run(ctx context.Context, c *client.Client, namespace string, subs ...Subscriber) {
@@ -51,7 +56,8 @@ func follow(ctx context.Context, c *client.Client, namespace string, subs []Subs
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	events, errs := c.EventService().Subscribe(ctx,
-		`topic=="/tasks/exit",namespace==`+namespace)
+		`topic=="/tasks/exit",namespace==`+namespace,
+		`topic=="/tasks/oom",namespace==`+namespace)
 	for _, s := range subs {
 		s.Resync(ctx)
 	}
@@ -61,6 +67,14 @@ func follow(ctx context.Context, c *client.Client, namespace string, subs []Subs
 			ev, err := typeurl.UnmarshalAny(env.Event)
 			if err != nil {
 				klog.ErrorS(err, "Decoding containerd event", "topic", env.Topic)
+				continue
+			}
+			if oom, ok := ev.(*apievents.TaskOOM); ok {
+				for _, s := range subs {
+					if o, ok := s.(OOMSubscriber); ok {
+						o.OOMKilled(ctx, oom.ContainerID)
+					}
+				}
 				continue
 			}
 			exit, ok := ev.(*apievents.TaskExit)

@@ -129,11 +129,7 @@ func (m *Manager) pauseImage(ctx context.Context) (client.Image, error) {
 	if err != nil {
 		return nil, err
 	}
-	rec, err := m.client.ImageService().Get(ctx, img.References[0])
-	if err != nil {
-		return nil, fmt.Errorf("pause image %s: %w", m.config.PauseImage, err)
-	}
-	return client.NewImage(m.client, rec), nil
+	return m.images.Handle(ctx, img)
 }
 
 func newID() string {

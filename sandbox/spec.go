@@ -43,7 +43,7 @@ func (m *Manager) pauseSpec(sb *Sandbox, pause client.Image) []oci.SpecOpts {
 		oci.WithImageConfig(pause),
 		oci.WithRootFSReadonly(),
 		oci.WithNoNewPrivileges,
-		withOOMScoreAdj(clampOOMScoreAdj(pauseOOMScoreAdj)),
+		withOOMScoreAdj(ClampOOMScoreAdj(pauseOOMScoreAdj)),
 		oci.WithAnnotations(map[string]string{
 			annotationContainerType: "sandbox",
 			annotationSandboxID:     sb.ID,
@@ -158,10 +158,10 @@ func withOOMScoreAdj(adj int) oci.SpecOpts {
 	}
 }
 
-// clampOOMScoreAdj raises adj to peapod's own oom_score_adj when the host
+// ClampOOMScoreAdj raises adj to peapod's own oom_score_adj when the host
 // does not let processes lower it (no CAP_SYS_RESOURCE): runc would fail
 // with "can't get final child's PID from pipe" otherwise.
-func clampOOMScoreAdj(adj int) int {
+func ClampOOMScoreAdj(adj int) int {
 	b, err := os.ReadFile("/proc/self/oom_score_adj")
 	if err != nil {
 		return adj

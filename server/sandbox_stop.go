@@ -14,7 +14,24 @@ func (s *Service) StopPodSandbox(ctx context.Context, r *runtime.StopPodSandboxR
 	if r.GetPodSandboxId() == "" {
 		return nil, fmt.Errorf("StopPodSandbox: no pod sandbox ID given: %w", errdefs.ErrInvalidArgument)
 	}
-	if err := s.sandboxes.Stop(ctx, r.GetPodSandboxId()); err != nil {
+	sb, err := s.sandboxes.Get(ctx, r.GetPodSandboxId())
+	if errdefs.IsNotFound(err) {
+		return &runtime.StopPodSandboxResponse{}, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	ctrs, err := s.containers.InSandbox(ctx, sb.ID)
+	if err != nil {
+		return nil, err
+	}
+	for _, c := range ctrs {
+		// The kubelet stopped them gracefully already; what still runs is killed.
+		if err := s.containers.Stop(ctx, c.ID, 0); err != nil {
+			return nil, fmt.Errorf("stopping container %s of sandbox %s: %w", c.ID, sb.ID, err)
+		}
+	}
+	if err := s.sandboxes.Stop(ctx, sb.ID); err != nil {
 		return nil, err
 	}
 	return &runtime.StopPodSandboxResponse{}, nil
@@ -26,7 +43,23 @@ func (s *Service) RemovePodSandbox(ctx context.Context, r *runtime.RemovePodSand
 	if r.GetPodSandboxId() == "" {
 		return nil, fmt.Errorf("RemovePodSandbox: no pod sandbox ID given: %w", errdefs.ErrInvalidArgument)
 	}
-	if err := s.sandboxes.Remove(ctx, r.GetPodSandboxId()); err != nil {
+	sb, err := s.sandboxes.Get(ctx, r.GetPodSandboxId())
+	if errdefs.IsNotFound(err) {
+		return &runtime.RemovePodSandboxResponse{}, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	ctrs, err := s.containers.InSandbox(ctx, sb.ID)
+	if err != nil {
+		return nil, err
+	}
+	for _, c := range ctrs {
+		if err := s.containers.Remove(ctx, c.ID); err != nil {
+			return nil, fmt.Errorf("removing container %s of sandbox %s: %w", c.ID, sb.ID, err)
+		}
+	}
+	if err := s.sandboxes.Remove(ctx, sb.ID); err != nil {
 		return nil, err
 	}
 	return &runtime.RemovePodSandboxResponse{}, nil

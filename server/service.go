@@ -7,12 +7,14 @@ package server
 
 import (
 	"context"
+	"time"
 
 	"github.com/containerd/containerd/v2/client"
 	"google.golang.org/grpc"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/peapod-cri/peapod/config"
+	"github.com/peapod-cri/peapod/container"
 	"github.com/peapod-cri/peapod/image"
 	"github.com/peapod-cri/peapod/network"
 	"github.com/peapod-cri/peapod/sandbox"
@@ -49,12 +51,26 @@ type Sandboxes interface {
 	List(ctx context.Context) ([]sandbox.Sandbox, error)
 }
 
+// Containers is what the server needs of the container package.
+type Containers interface {
+	Create(ctx context.Context, sandboxID string, cfg *runtime.ContainerConfig) (string, error)
+	Start(ctx context.Context, id string) error
+	Stop(ctx context.Context, id string, timeout time.Duration) error
+	Remove(ctx context.Context, id string) error
+	Get(ctx context.Context, id string) (container.Container, error)
+	List(ctx context.Context) ([]container.Container, error)
+	InSandbox(ctx context.Context, sandboxID string) ([]container.Container, error)
+	ExecSync(ctx context.Context, id string, cmd []string, timeout time.Duration) (*container.ExecResult, error)
+	ReopenLog(ctx context.Context, id string) error
+}
+
 // Backends are the packages the Service delegates to.
 type Backends struct {
 	Containerd Containerd
 	Network    Network
 	Images     Images
 	Sandboxes  Sandboxes
+	Containers Containers
 }
 
 // Service implements the CRI RuntimeService and ImageService.
@@ -62,21 +78,23 @@ type Service struct {
 	runtime.UnimplementedRuntimeServiceServer
 	runtime.UnimplementedImageServiceServer
 
-	config    *config.Config
-	health    *containerdHealth
-	network   Network
-	images    Images
-	sandboxes Sandboxes
+	config     *config.Config
+	health     *containerdHealth
+	network    Network
+	images     Images
+	sandboxes  Sandboxes
+	containers Containers
 }
 
 // New returns a Service for the given configuration and backends.
 func New(cfg *config.Config, b Backends) *Service {
 	return &Service{
-		config:    cfg,
-		health:    &containerdHealth{containerd: b.Containerd},
-		network:   b.Network,
-		images:    b.Images,
-		sandboxes: b.Sandboxes,
+		config:     cfg,
+		health:     &containerdHealth{containerd: b.Containerd},
+		network:    b.Network,
+		images:     b.Images,
+		sandboxes:  b.Sandboxes,
+		containers: b.Containers,
 	}
 }
 

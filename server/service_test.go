@@ -133,9 +133,12 @@ func TestUnimplementedRPCs(t *testing.T) {
 		method string
 		call   func() error
 	}{
-		{"ListContainers", func() error { _, err := rt.ListContainers(ctx, &runtime.ListContainersRequest{}); return err }},
-		{"CreateContainer", func() error { _, err := rt.CreateContainer(ctx, &runtime.CreateContainerRequest{}); return err }},
-		{"ExecSync", func() error { _, err := rt.ExecSync(ctx, &runtime.ExecSyncRequest{}); return err }},
+		{"ContainerStats", func() error { _, err := rt.ContainerStats(ctx, &runtime.ContainerStatsRequest{}); return err }},
+		{"Exec", func() error { _, err := rt.Exec(ctx, &runtime.ExecRequest{}); return err }},
+		{"UpdateContainerResources", func() error {
+			_, err := rt.UpdateContainerResources(ctx, &runtime.UpdateContainerResourcesRequest{})
+			return err
+		}},
 		{"GetContainerEvents", func() error {
 			stream, err := rt.GetContainerEvents(ctx, &runtime.GetEventsRequest{})
 			if err != nil {

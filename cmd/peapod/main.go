@@ -17,6 +17,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/peapod-cri/peapod/config"
+	"github.com/peapod-cri/peapod/container"
 	"github.com/peapod-cri/peapod/version"
 )
 
@@ -30,6 +31,9 @@ func main() {
 }
 
 func run(args []string, stdout, stderr io.Writer) error {
+	if container.IsLogDriver(args) {
+		return container.RunLogDriver(args)
+	}
 	if len(args) > 0 {
 		switch args[0] {
 		case "version":

@@ -16,6 +16,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/peapod-cri/peapod/config"
+	"github.com/peapod-cri/peapod/container"
 	"github.com/peapod-cri/peapod/image"
 	"github.com/peapod-cri/peapod/metrics"
 	"github.com/peapod-cri/peapod/monitor"
@@ -61,11 +62,17 @@ func serve(cfg *config.Config) error {
 	sandboxes := sandbox.New(ctrd, images, net, sandbox.Config{
 		PauseImage: cfg.PauseImage, RootDir: cfg.Root, StateDir: cfg.State,
 	})
+	self, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("finding peapod's own binary (the log driver): %w", err)
+	}
+	containers := container.New(ctrd, images, sandboxes, container.Config{StateDir: cfg.State, LogDriver: self})
 	svc := server.New(cfg, server.Backends{
 		Containerd: ctrd,
 		Network:    net,
 		Images:     images,
 		Sandboxes:  sandboxes,
+		Containers: containers,
 	})
 	g := grpc.NewServer(
 		grpc.ChainUnaryInterceptor(server.UnaryInterceptor(m)),
@@ -84,7 +91,7 @@ func serve(cfg *config.Config) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	svc.Start(ctx)
-	go monitor.Run(ctx, ctrd, cfg.ContainerdNamespace, sandboxes)
+	go monitor.Run(ctx, ctrd, cfg.ContainerdNamespace, sandboxes, containers)
 	if cfg.MetricsAddress != "" {
 		addr, err := m.Serve(ctx, cfg.MetricsAddress)
 		if err != nil {

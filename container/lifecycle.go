@@ -1,0 +1,264 @@
+package container
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/pkg/cio"
+	"github.com/containerd/errdefs"
+	"github.com/moby/sys/signal"
+	"google.golang.org/protobuf/proto"
+	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
+	"k8s.io/klog/v2"
+
+	"github.com/peapod-cri/peapod/image"
+	"github.com/peapod-cri/peapod/sandbox"
+)
+
+// killTimeout bounds the wait for a SIGKILLed container to exit.
+const killTimeout = 30 * time.Second
+
+// Create creates a container in a sandbox, ready to start.
+func (m *Manager) Create(ctx context.Context, sandboxID string, cfg *runtime.ContainerConfig) (_ string, retErr error) {
+	md := cfg.GetMetadata()
+	if md.GetName() == "" {
+		return "", fmt.Errorf("container metadata needs a name: %w", errdefs.ErrInvalidArgument)
+	}
+	if cfg.GetImage().GetImage() == "" {
+		return "", fmt.Errorf("container %q names no image: %w", md.GetName(), errdefs.ErrInvalidArgument)
+	}
+	if err := m.ensureLoaded(ctx); err != nil {
+		return "", err
+	}
+	sb, err := m.sandboxes.Get(ctx, sandboxID)
+	if err != nil {
+		return "", err
+	}
+	if sb.State != sandbox.StateReady {
+		return "", fmt.Errorf("pod sandbox %s is not ready: %w", sb.ID, errdefs.ErrFailedPrecondition)
+	}
+	img, err := m.images.Get(ctx, cfg.GetImage().GetImage())
+	if err != nil {
+		return "", err
+	}
+	handle, err := m.images.Handle(ctx, img)
+	if err != nil {
+		return "", err
+	}
+
+	id := newID()
+	name := reservationName(sb.ID, md)
+	if err := m.store.reserve(name, id); err != nil {
+		return "", err
+	}
+	defer func() {
+		if retErr != nil {
+			m.store.release(name, id)
+		}
+	}()
+	raw, err := proto.Marshal(cfg)
+	if err != nil {
+		return "", fmt.Errorf("encoding container config: %w", err)
+	}
+	c := &Container{Config: cfg, Record: Record{
+		ID: id, SandboxID: sb.ID, Config: raw, ImageID: img.ID, ImageRef: cfg.GetImage().GetImage(),
+		State: StateCreated, CreatedAt: time.Now(),
+	}}
+	if dir, p := sb.Config.GetLogDirectory(), cfg.GetLogPath(); dir != "" && p != "" {
+		c.LogPath = filepath.Join(dir, p)
+	}
+	specOpts, err := m.specOpts(ctx, c, &sb, img)
+	if err != nil {
+		return "", err
+	}
+	_, err = m.client.NewContainer(ctx, id,
+		client.WithContainerLabels(map[string]string{kindLabel: kindContainer, sandboxLabel: sb.ID}),
+		client.WithSnapshotter(image.Snapshotter),
+		client.WithNewSnapshot(id, handle),
+		client.WithImageName(img.References[0]),
+		client.WithNewSpec(specOpts...),
+		client.WithContainerExtension(recordExtension, &c.Record),
+	)
+	if err != nil {
+		// The snapshot may exist without the container.
+		_ = m.client.SnapshotService(image.Snapshotter).Remove(context.WithoutCancel(ctx), id)
+		return "", fmt.Errorf("creating container %q in sandbox %s: %w", md.GetName(), sb.ID, err)
+	}
+	m.store.add(c)
+	return id, nil
+}
+
+// Start starts a created container.
+func (m *Manager) Start(ctx context.Context, id string) error {
+	c, err := m.Get(ctx, id)
+	if err != nil {
+		return err
+	}
+	unlock := m.store.lock(c.ID)
+	defer unlock()
+	if c, err = m.store.get(c.ID); err != nil {
+		return err
+	}
+	if c.State != StateCreated {
+		return fmt.Errorf("container %s is %s, not created: %w", c.ID, c.State, errdefs.ErrFailedPrecondition)
+	}
+	ctr, err := m.client.LoadContainer(ctx, c.ID)
+	if err != nil {
+		return err
+	}
+	task, err := ctr.NewTask(ctx, m.ioCreator(&c))
+	if err == nil {
+		err = task.Start(ctx)
+		if err != nil {
+			_, _ = task.Delete(context.WithoutCancel(ctx), client.WithProcessKill)
+		}
+	}
+	if err != nil {
+		failed, _ := m.store.update(c.ID, func(r *Record) {
+			r.State, r.ExitCode, r.Reason, r.Message = StateExited, 128, ReasonStartError, err.Error()
+			r.StartedAt, r.FinishedAt = time.Now(), time.Now()
+		})
+		if perr := m.persist(ctx, failed.Record); perr != nil {
+			klog.ErrorS(perr, "Persisting start failure", "id", c.ID)
+		}
+		return fmt.Errorf("starting container %s: %w", c.ID, err)
+	}
+	started, _ := m.store.update(c.ID, func(r *Record) {
+		r.State, r.StartedAt, r.Pid = StateRunning, time.Now(), task.Pid()
+	})
+	return m.persist(ctx, started.Record)
+}
+
+// ioCreator sends the container's output to the CRI log through peapod's
+// log driver, run by the shim: logs keep flowing while peapod restarts.
+func (m *Manager) ioCreator(c *Container) cio.Creator {
+	if c.LogPath == "" {
+		return cio.NullIO
+	}
+	return cio.BinaryIO(m.config.LogDriver, map[string]string{
+		logDriverFlag: "1",
+		"path":        c.LogPath,
+		"pidfile":     m.pidFile(c.ID),
+	})
+}
+
+// Stop stops a running container: its stop signal, then SIGKILL after
+// timeout. Stopping a container that is not running, or unknown, succeeds.
+func (m *Manager) Stop(ctx context.Context, id string, timeout time.Duration) error {
+	c, err := m.Get(ctx, id)
+	if errdefs.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	unlock := m.store.lock(c.ID)
+	defer unlock()
+	return m.stop(ctx, c.ID, timeout)
+}
+
+func (m *Manager) stop(ctx context.Context, id string, timeout time.Duration) error {
+	c, err := m.store.get(id)
+	if err != nil || c.State != StateRunning {
+		return nil
+	}
+	ctr, err := m.client.LoadContainer(ctx, id)
+	if errdefs.IsNotFound(err) {
+		m.recordExit(ctx, id, 255, time.Now())
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	task, err := ctr.Task(ctx, nil)
+	if errdefs.IsNotFound(err) {
+		m.recordExit(ctx, id, 255, time.Now())
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("loading task of container %s: %w", id, err)
+	}
+	exited, err := task.Wait(ctx)
+	if err != nil {
+		return fmt.Errorf("waiting on container %s: %w", id, err)
+	}
+	if timeout > 0 {
+		sig := m.stopSignal(ctx, &c)
+		if err := task.Kill(ctx, sig); err != nil && !errdefs.IsNotFound(err) {
+			return fmt.Errorf("signalling container %s: %w", id, err)
+		}
+		select {
+		case st := <-exited:
+			m.recordExit(ctx, id, int32(st.ExitCode()), st.ExitTime())
+			return nil
+		case <-time.After(timeout):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	if err := task.Kill(ctx, syscall.SIGKILL); err != nil && !errdefs.IsNotFound(err) {
+		return fmt.Errorf("killing container %s: %w", id, err)
+	}
+	select {
+	case st := <-exited:
+		m.recordExit(ctx, id, int32(st.ExitCode()), st.ExitTime())
+		return nil
+	case <-time.After(killTimeout):
+		return fmt.Errorf("container %s did not exit within %s of SIGKILL", id, killTimeout)
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// stopSignal is the CRI config's stop signal, else the image's, else SIGTERM.
+func (m *Manager) stopSignal(ctx context.Context, c *Container) syscall.Signal {
+	if s := c.Config.GetStopSignal(); s != runtime.Signal_SIGNAL_RUNTIME_DEFAULT {
+		if sig, err := signal.ParseSignal(strings.TrimPrefix(s.String(), "SIGNAL_")); err == nil {
+			return sig
+		}
+	}
+	if img, err := m.images.Get(ctx, c.ImageID); err == nil && img.Config.StopSignal != "" {
+		if sig, err := signal.ParseSignal(img.Config.StopSignal); err == nil {
+			return sig
+		}
+	}
+	return syscall.SIGTERM
+}
+
+// Remove removes a container, killing it first if it runs. Removing an
+// unknown container succeeds.
+func (m *Manager) Remove(ctx context.Context, id string) error {
+	c, err := m.Get(ctx, id)
+	if errdefs.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	unlock := m.store.lock(c.ID)
+	defer unlock()
+	if err := m.stop(ctx, c.ID, 0); err != nil {
+		return err
+	}
+	ctr, err := m.client.LoadContainer(ctx, c.ID)
+	if err == nil {
+		if task, terr := ctr.Task(ctx, nil); terr == nil {
+			if _, err := task.Delete(ctx, client.WithProcessKill); err != nil && !errdefs.IsNotFound(err) {
+				return fmt.Errorf("deleting task of container %s: %w", c.ID, err)
+			}
+		}
+		err = ctr.Delete(ctx, client.WithSnapshotCleanup)
+	}
+	if err != nil && !errdefs.IsNotFound(err) {
+		return fmt.Errorf("deleting container %s: %w", c.ID, err)
+	}
+	_ = os.RemoveAll(filepath.Dir(m.pidFile(c.ID)))
+	m.store.delete(c.ID)
+	return nil
+}

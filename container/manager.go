@@ -1,0 +1,247 @@
+// Package container owns CRI containers: their OCI spec (built from the image
+// and the CRI ContainerConfig with composable spec options, joining the
+// sandbox's namespaces), their lifecycle in containerd, their CRI-format
+// logs, and ExecSync.
+//
+// Like sandboxes, each container's Record is stored on its containerd
+// container, and an in-memory index serves the kubelet's frequent calls.
+package container
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"path/filepath"
+	"sync"
+	"time"
+
+	tasks "github.com/containerd/containerd/api/services/tasks/v1"
+	tasktypes "github.com/containerd/containerd/api/types/task"
+	"github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/core/containers"
+	"github.com/containerd/errdefs"
+	"github.com/containerd/typeurl/v2"
+	"google.golang.org/protobuf/proto"
+	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
+	"k8s.io/klog/v2"
+
+	"github.com/peapod-cri/peapod/image"
+	"github.com/peapod-cri/peapod/monitor"
+	"github.com/peapod-cri/peapod/sandbox"
+)
+
+const (
+	kindLabel       = "io.peapod.kind"
+	kindContainer   = "container"
+	sandboxLabel    = "io.peapod.sandbox-id"
+	recordExtension = "io.peapod.container"
+)
+
+func init() {
+	typeurl.Register(&Record{}, "io.peapod", "container", "Record")
+}
+
+// Exit reasons, as the kubelet knows them.
+const (
+	ReasonCompleted  = "Completed"
+	ReasonError      = "Error"
+	ReasonOOMKilled  = "OOMKilled"
+	ReasonStartError = "StartError"
+)
+
+// Config configures the container Manager.
+type Config struct {
+	// StateDir holds runtime state (exec FIFOs, log driver pid files).
+	StateDir string
+	// LogDriver is the binary the shim runs to write CRI logs (peapod itself).
+	LogDriver string
+}
+
+// Manager runs containers in sandboxes.
+type Manager struct {
+	client    *client.Client
+	images    *image.Service
+	sandboxes *sandbox.Manager
+	config    Config
+	store     *store
+
+	loadMu sync.Mutex
+	loaded bool
+}
+
+// New returns a Manager; its index is rebuilt from containerd on first use.
+func New(c *client.Client, images *image.Service, sandboxes *sandbox.Manager, cfg Config) *Manager {
+	return &Manager{client: c, images: images, sandboxes: sandboxes, config: cfg, store: newStore()}
+}
+
+// Get returns the container with the given ID or unique ID prefix.
+func (m *Manager) Get(ctx context.Context, id string) (Container, error) {
+	if err := m.ensureLoaded(ctx); err != nil {
+		return Container{}, err
+	}
+	return m.store.get(id)
+}
+
+// List returns all containers, oldest first.
+func (m *Manager) List(ctx context.Context) ([]Container, error) {
+	if err := m.ensureLoaded(ctx); err != nil {
+		return nil, err
+	}
+	return m.store.list(), nil
+}
+
+// InSandbox returns the containers of one sandbox.
+func (m *Manager) InSandbox(ctx context.Context, sandboxID string) ([]Container, error) {
+	all, err := m.List(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var out []Container
+	for _, c := range all {
+		if c.SandboxID == sandboxID {
+			out = append(out, c)
+		}
+	}
+	return out, nil
+}
+
+func (m *Manager) pidFile(id string) string {
+	return filepath.Join(m.config.StateDir, "containers", id, "log-driver.pid")
+}
+
+func (m *Manager) persist(ctx context.Context, rec Record) error {
+	ctr, err := m.client.LoadContainer(ctx, rec.ID)
+	if err != nil {
+		return fmt.Errorf("loading container %s: %w", rec.ID, err)
+	}
+	err = ctr.Update(ctx, func(_ context.Context, _ *client.Client, c *containers.Container) error {
+		ext, err := typeurl.MarshalAny(&rec)
+		if err != nil {
+			return err
+		}
+		if c.Extensions == nil {
+			c.Extensions = map[string]typeurl.Any{}
+		}
+		c.Extensions[recordExtension] = ext
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("recording state of container %s: %w", rec.ID, err)
+	}
+	return nil
+}
+
+func decode(c containers.Container) (*Container, error) {
+	ext, ok := c.Extensions[recordExtension]
+	if !ok {
+		return nil, fmt.Errorf("container %s has no record", c.ID)
+	}
+	var rec Record
+	if err := json.Unmarshal(ext.GetValue(), &rec); err != nil {
+		return nil, fmt.Errorf("decoding record of container %s: %w", c.ID, err)
+	}
+	cfg := &runtime.ContainerConfig{}
+	if err := proto.Unmarshal(rec.Config, cfg); err != nil {
+		return nil, fmt.Errorf("decoding config of container %s: %w", c.ID, err)
+	}
+	return &Container{Record: rec, Config: cfg}, nil
+}
+
+func (m *Manager) ensureLoaded(ctx context.Context) error {
+	m.loadMu.Lock()
+	defer m.loadMu.Unlock()
+	if m.loaded {
+		return nil
+	}
+	ctrs, err := m.client.ContainerService().List(ctx, fmt.Sprintf("labels.%q==%s", kindLabel, kindContainer))
+	if err != nil {
+		return fmt.Errorf("listing containers in containerd: %w", err)
+	}
+	for _, cc := range ctrs {
+		c, err := decode(cc)
+		if err != nil {
+			klog.ErrorS(err, "Ignoring unreadable container", "id", cc.ID)
+			continue
+		}
+		m.store.add(c)
+	}
+	m.loaded = true
+	m.resync(ctx)
+	klog.V(2).InfoS("Loaded containers", "count", len(ctrs))
+	return nil
+}
+
+// TaskExited records a container's exit reported by the event monitor.
+func (m *Manager) TaskExited(ctx context.Context, e monitor.Exit) {
+	m.recordExit(ctx, e.ContainerID, int32(e.ExitStatus), e.ExitedAt)
+}
+
+// Resync catches exits the event stream did not deliver: a container
+// recorded as running whose task is gone or stopped gets its exit recorded.
+func (m *Manager) Resync(ctx context.Context) {
+	if err := m.ensureLoaded(ctx); err != nil {
+		klog.ErrorS(err, "Loading containers")
+		return
+	}
+	m.resync(ctx)
+}
+
+func (m *Manager) resync(ctx context.Context) {
+	for _, c := range m.store.list() {
+		if c.State != StateRunning {
+			continue
+		}
+		resp, err := m.client.TaskService().Get(ctx, &tasks.GetRequest{ContainerID: c.ID})
+		switch {
+		case errdefs.IsNotFound(err):
+			m.recordExit(ctx, c.ID, 255, time.Now())
+		case err != nil:
+			klog.ErrorS(err, "Reading task state", "id", c.ID)
+		case resp.GetProcess().GetStatus() == tasktypes.Status_STOPPED:
+			m.recordExit(ctx, c.ID, int32(resp.GetProcess().GetExitStatus()), resp.GetProcess().GetExitedAt().AsTime())
+		}
+	}
+}
+
+// recordExit marks a running container exited, once.
+func (m *Manager) recordExit(ctx context.Context, id string, code int32, at time.Time) {
+	changed := false
+	c, ok := m.store.update(id, func(r *Record) {
+		if r.State != StateRunning {
+			return
+		}
+		changed = true
+		r.State, r.ExitCode, r.FinishedAt, r.Pid = StateExited, code, at, 0
+		if r.Reason == "" {
+			r.Reason = ReasonCompleted
+			if code != 0 {
+				r.Reason = ReasonError
+			}
+		}
+	})
+	if !ok || !changed {
+		return
+	}
+	klog.V(2).InfoS("Container exited", "id", id, "exitCode", code, "reason", c.Reason)
+	if err := m.persist(ctx, c.Record); err != nil && !errdefs.IsNotFound(err) {
+		klog.ErrorS(err, "Persisting container exit", "id", id)
+	}
+}
+
+// OOMKilled marks a container whose cgroup hit its memory limit, so its exit
+// is reported as OOMKilled.
+func (m *Manager) OOMKilled(ctx context.Context, id string) {
+	m.store.update(id, func(r *Record) {
+		if r.State == StateRunning {
+			r.Reason = ReasonOOMKilled
+		}
+	})
+}
+
+func newID() string {
+	b := make([]byte, 32)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}

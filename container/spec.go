@@ -1,0 +1,426 @@
+package container
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/containerd/containerd/v2/contrib/seccomp"
+	"github.com/containerd/containerd/v2/core/containers"
+	"github.com/containerd/containerd/v2/pkg/oci"
+	"github.com/containerd/errdefs"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/peapod-cri/peapod/image"
+	"github.com/peapod-cri/peapod/sandbox"
+)
+
+// Annotations on a container's OCI spec, in the CRI's well-known names.
+const (
+	annotationContainerType = "io.kubernetes.cri.container-type"
+	annotationSandboxID     = "io.kubernetes.cri.sandbox-id"
+	annotationContainerName = "io.kubernetes.cri.container-name"
+	annotationImageName     = "io.kubernetes.cri.image-name"
+)
+
+// specOpts builds the OCI spec of a container from its image and CRI config,
+// joining the sandbox's namespaces.
+func (m *Manager) specOpts(_ context.Context, c *Container, sb *sandbox.Sandbox, img image.Image) ([]oci.SpecOpts, error) {
+	cfg := c.Config
+	sc := cfg.GetLinux().GetSecurityContext()
+
+	if sc.GetRunAsGroup() != nil && sc.GetRunAsUser() == nil && sc.GetRunAsUsername() == "" {
+		return nil, fmt.Errorf("container %q sets run_as_group without run_as_user or run_as_username: %w",
+			cfg.GetMetadata().GetName(), errdefs.ErrInvalidArgument)
+	}
+	args, err := processArgs(cfg, img)
+	if err != nil {
+		return nil, err
+	}
+	cwd := cfg.GetWorkingDir()
+	if cwd == "" {
+		cwd = img.Config.WorkingDir
+	}
+	if cwd == "" {
+		cwd = "/"
+	}
+	env := make([]string, 0, len(cfg.GetEnvs()))
+	for _, kv := range cfg.GetEnvs() {
+		env = append(env, kv.GetKey()+"="+string(kv.GetValue()))
+	}
+	opts := []oci.SpecOpts{
+		oci.WithProcessArgs(args...),
+		oci.WithProcessCwd(cwd),
+		oci.WithEnv(img.Config.Env),
+		oci.WithEnv(env),
+		oci.WithAnnotations(map[string]string{
+			annotationContainerType: "container",
+			annotationSandboxID:     sb.ID,
+			annotationContainerName: cfg.GetMetadata().GetName(),
+			annotationImageName:     c.ImageRef,
+		}),
+	}
+	if cfg.GetTty() {
+		opts = append(opts, oci.WithTTY)
+	}
+	nsOpts, err := m.namespaceOpts(sb, sc.GetNamespaceOptions())
+	if err != nil {
+		return nil, err
+	}
+	opts = append(opts, nsOpts...)
+	if parent := sb.Config.GetLinux().GetCgroupParent(); parent != "" {
+		opts = append(opts, oci.WithCgroup(filepath.Join(parent, c.ID)))
+	}
+	mounts, err := m.mounts(cfg, sb, sc.GetReadonlyRootfs())
+	if err != nil {
+		return nil, err
+	}
+	opts = append(opts, withMounts(mounts), withRootfsPropagation(cfg.GetMounts()))
+	for _, d := range cfg.GetDevices() {
+		opts = append(opts, oci.WithDevices(d.GetHostPath(), d.GetContainerPath(), d.GetPermissions()))
+	}
+	opts = append(opts, userOpts(sc, img)...)
+	secOpts, err := securityOpts(sc)
+	if err != nil {
+		return nil, err
+	}
+	opts = append(opts, secOpts...)
+	opts = append(opts, resourceOpts(cfg.GetLinux().GetResources())...)
+	return opts, nil
+}
+
+// processArgs applies the CRI's override rules: Command replaces the image's
+// entrypoint (and drops its cmd), Args replace the cmd.
+func processArgs(cfg *runtime.ContainerConfig, img image.Image) ([]string, error) {
+	entrypoint, cmd := img.Config.Entrypoint, img.Config.Cmd
+	if len(cfg.GetCommand()) > 0 {
+		entrypoint, cmd = cfg.GetCommand(), nil
+	}
+	if len(cfg.GetArgs()) > 0 {
+		cmd = cfg.GetArgs()
+	}
+	args := append(append([]string{}, entrypoint...), cmd...)
+	if len(args) == 0 {
+		return nil, fmt.Errorf("container %q: neither its config nor image %s gives a command: %w",
+			cfg.GetMetadata().GetName(), img.ID, errdefs.ErrInvalidArgument)
+	}
+	return args, nil
+}
+
+// namespaceOpts joins the pause container's namespaces: network and UTS
+// always (or the host's), IPC unless the pod uses the host's, PID as the
+// pod's namespace options say.
+func (m *Manager) namespaceOpts(sb *sandbox.Sandbox, ns *runtime.NamespaceOption) ([]oci.SpecOpts, error) {
+	podNS := sb.Config.GetLinux().GetSecurityContext().GetNamespaceOptions()
+	proc := func(kind string) string { return fmt.Sprintf("/proc/%d/ns/%s", sb.Pid, kind) }
+	var opts []oci.SpecOpts
+	if podNS.GetNetwork() == runtime.NamespaceMode_NODE {
+		opts = append(opts, oci.WithHostNamespace(specs.NetworkNamespace), oci.WithHostNamespace(specs.UTSNamespace))
+	} else {
+		opts = append(opts,
+			oci.WithLinuxNamespace(specs.LinuxNamespace{Type: specs.NetworkNamespace, Path: sb.NetNS}),
+			oci.WithLinuxNamespace(specs.LinuxNamespace{Type: specs.UTSNamespace, Path: proc("uts")}))
+	}
+	if podNS.GetIpc() == runtime.NamespaceMode_NODE {
+		opts = append(opts, oci.WithHostNamespace(specs.IPCNamespace))
+	} else {
+		opts = append(opts, oci.WithLinuxNamespace(specs.LinuxNamespace{Type: specs.IPCNamespace, Path: proc("ipc")}))
+	}
+	switch ns.GetPid() {
+	case runtime.NamespaceMode_NODE:
+		opts = append(opts, oci.WithHostNamespace(specs.PIDNamespace))
+	case runtime.NamespaceMode_POD:
+		opts = append(opts, oci.WithLinuxNamespace(specs.LinuxNamespace{Type: specs.PIDNamespace, Path: proc("pid")}))
+	case runtime.NamespaceMode_TARGET:
+		target, err := m.store.get(ns.GetTargetId())
+		if err != nil || target.Pid == 0 {
+			return nil, fmt.Errorf("target container %q of the PID namespace is not running: %w", ns.GetTargetId(), errdefs.ErrNotFound)
+		}
+		opts = append(opts, oci.WithLinuxNamespace(specs.LinuxNamespace{
+			Type: specs.PIDNamespace, Path: fmt.Sprintf("/proc/%d/ns/pid", target.Pid)}))
+	}
+	return opts, nil
+}
+
+// mounts returns the container's mounts: the pod's /etc/hosts,
+// /etc/resolv.conf, /etc/hostname and /dev/shm, then the CRI mounts.
+func (m *Manager) mounts(cfg *runtime.ContainerConfig, sb *sandbox.Sandbox, readonlyRoot bool) ([]specs.Mount, error) {
+	taken := map[string]bool{}
+	for _, mnt := range cfg.GetMounts() {
+		taken[filepath.Clean(mnt.GetContainerPath())] = true
+	}
+	rw := "rw"
+	if readonlyRoot {
+		rw = "ro"
+	}
+	var out []specs.Mount
+	for dst, src := range map[string]string{
+		"/etc/hosts":       m.sandboxes.HostsPath(sb.ID),
+		"/etc/resolv.conf": m.sandboxes.ResolvConfPath(sb.ID),
+		"/etc/hostname":    m.sandboxes.HostnamePath(sb.ID),
+	} {
+		if !taken[dst] {
+			out = append(out, specs.Mount{Destination: dst, Type: "bind", Source: src, Options: []string{"rbind", "rprivate", rw}})
+		}
+	}
+	if shm := m.sandboxes.ShmPath(sb); shm != "" && !taken["/dev/shm"] {
+		out = append(out, specs.Mount{Destination: "/dev/shm", Type: "bind", Source: shm,
+			Options: []string{"rbind", "rprivate", "rw", "nosuid", "nodev", "noexec"}})
+	}
+	for _, mnt := range cfg.GetMounts() {
+		src := mnt.GetHostPath()
+		if src == "" || mnt.GetContainerPath() == "" {
+			return nil, fmt.Errorf("mount %q → %q needs both paths: %w", src, mnt.GetContainerPath(), errdefs.ErrInvalidArgument)
+		}
+		if _, err := os.Stat(src); os.IsNotExist(err) {
+			// As the kubelet's hostPath DirectoryOrCreate expects.
+			if err := os.MkdirAll(src, 0o755); err != nil {
+				return nil, fmt.Errorf("creating host path %s: %w", src, err)
+			}
+		}
+		resolved, err := filepath.EvalSymlinks(src)
+		if err != nil {
+			return nil, fmt.Errorf("resolving host path %s: %w", src, err)
+		}
+		options := []string{"rbind"}
+		switch mnt.GetPropagation() {
+		case runtime.MountPropagation_PROPAGATION_BIDIRECTIONAL:
+			options = append(options, "rshared")
+		case runtime.MountPropagation_PROPAGATION_HOST_TO_CONTAINER:
+			options = append(options, "rslave")
+		default:
+			options = append(options, "rprivate")
+		}
+		if mnt.GetReadonly() {
+			options = append(options, "ro")
+		} else {
+			options = append(options, "rw")
+		}
+		out = append(out, specs.Mount{Destination: mnt.GetContainerPath(), Type: "bind", Source: resolved, Options: options})
+	}
+	return out, nil
+}
+
+// withMounts adds mounts, replacing default mounts at the same destinations.
+func withMounts(mounts []specs.Mount) oci.SpecOpts {
+	return func(_ context.Context, _ oci.Client, _ *containers.Container, s *oci.Spec) error {
+		dsts := map[string]bool{}
+		for _, m := range mounts {
+			dsts[filepath.Clean(m.Destination)] = true
+		}
+		kept := s.Mounts[:0]
+		for _, m := range s.Mounts {
+			if !dsts[filepath.Clean(m.Destination)] {
+				kept = append(kept, m)
+			}
+		}
+		s.Mounts = append(kept, mounts...)
+		return nil
+	}
+}
+
+// withRootfsPropagation makes the container's root a shared (or slave)
+// mount when a mount asks for bidirectional (or host-to-container)
+// propagation, without which the mount's own propagation has no effect.
+func withRootfsPropagation(mounts []*runtime.Mount) oci.SpecOpts {
+	return func(_ context.Context, _ oci.Client, _ *containers.Container, s *oci.Spec) error {
+		for _, m := range mounts {
+			switch m.GetPropagation() {
+			case runtime.MountPropagation_PROPAGATION_BIDIRECTIONAL:
+				s.Linux.RootfsPropagation = "rshared"
+				return nil
+			case runtime.MountPropagation_PROPAGATION_HOST_TO_CONTAINER:
+				s.Linux.RootfsPropagation = "rslave"
+			}
+		}
+		return nil
+	}
+}
+
+// userOpts sets the process user: the security context's, else the image's,
+// with the groups /etc/group gives the user and the supplemental groups.
+func userOpts(sc *runtime.LinuxContainerSecurityContext, img image.Image) []oci.SpecOpts {
+	var opts []oci.SpecOpts
+	userstr := img.Config.User
+	switch {
+	case sc.GetRunAsUser() != nil:
+		uid := uint32(sc.GetRunAsUser().GetValue())
+		opts = append(opts, oci.WithUserID(uid))
+		userstr = fmt.Sprint(uid)
+	case sc.GetRunAsUsername() != "":
+		opts = append(opts, oci.WithUsername(sc.GetRunAsUsername()))
+		userstr = sc.GetRunAsUsername()
+	case userstr != "":
+		opts = append(opts, oci.WithUser(userstr))
+	}
+	if g := sc.GetRunAsGroup(); g != nil && (sc.GetRunAsUser() != nil || sc.GetRunAsUsername() != "") {
+		gid := uint32(g.GetValue())
+		opts = append(opts, func(_ context.Context, _ oci.Client, _ *containers.Container, s *oci.Spec) error {
+			s.Process.User.GID = gid
+			return nil
+		})
+	}
+	user, _, _ := strings.Cut(userstr, ":")
+	if user == "" {
+		user = "0"
+	}
+	opts = append(opts, oci.WithAdditionalGIDs(user))
+	if groups := sc.GetSupplementalGroups(); len(groups) > 0 {
+		opts = append(opts, func(_ context.Context, _ oci.Client, _ *containers.Container, s *oci.Spec) error {
+			for _, g := range groups {
+				s.Process.User.AdditionalGids = append(s.Process.User.AdditionalGids, uint32(g))
+			}
+			return nil
+		})
+	}
+	return opts
+}
+
+// securityOpts applies the security context: privileges, capabilities,
+// read-only root, no_new_privs, masked and read-only paths, seccomp.
+func securityOpts(sc *runtime.LinuxContainerSecurityContext) ([]oci.SpecOpts, error) {
+	var opts []oci.SpecOpts
+	if sc.GetPrivileged() {
+		opts = append(opts, oci.WithPrivileged, oci.WithAllDevicesAllowed, oci.WithHostDevices,
+			oci.WithMaskedPaths(nil), oci.WithReadonlyPaths(nil), oci.WithWriteableSysfs, oci.WithWriteableCgroupfs)
+	} else {
+		if caps := sc.GetCapabilities(); caps != nil {
+			if containsAll(caps.GetDropCapabilities()) {
+				opts = append(opts, oci.WithCapabilities(nil))
+			} else if drop := capNames(caps.GetDropCapabilities()); len(drop) > 0 {
+				opts = append(opts, oci.WithDroppedCapabilities(drop))
+			}
+			if containsAll(caps.GetAddCapabilities()) {
+				// What this host has: runc rejects capabilities the kernel lacks.
+				opts = append(opts, oci.WithAllCurrentCapabilities)
+			} else if add := capNames(caps.GetAddCapabilities()); len(add) > 0 {
+				opts = append(opts, oci.WithAddedCapabilities(add))
+			}
+		}
+		if p := sc.GetMaskedPaths(); len(p) > 0 {
+			opts = append(opts, oci.WithMaskedPaths(p))
+		}
+		if p := sc.GetReadonlyPaths(); len(p) > 0 {
+			opts = append(opts, oci.WithReadonlyPaths(p))
+		}
+	}
+	if sc.GetReadonlyRootfs() {
+		opts = append(opts, oci.WithRootFSReadonly())
+	}
+	// containerd's default spec sets no_new_privs; the CRI leaves it off
+	// unless asked (setuid binaries must work).
+	if sc.GetNoNewPrivs() {
+		opts = append(opts, oci.WithNoNewPrivileges)
+	} else {
+		opts = append(opts, oci.WithNewPrivileges)
+	}
+	seccompOpt, err := seccompOpt(sc)
+	if err != nil {
+		return nil, err
+	}
+	if seccompOpt != nil {
+		opts = append(opts, seccompOpt)
+	}
+	if ap := sc.GetApparmor(); ap.GetProfileType() == runtime.SecurityProfile_Localhost {
+		return nil, fmt.Errorf("AppArmor profile %q requested, but AppArmor is not enabled on this host: %w",
+			ap.GetLocalhostRef(), errdefs.ErrInvalidArgument)
+	}
+	return opts, nil
+}
+
+// seccompOpt picks the seccomp profile: none for privileged containers,
+// else the security context's profile (or its deprecated path form), where
+// an unset profile means unconfined, as the kubelet expects.
+func seccompOpt(sc *runtime.LinuxContainerSecurityContext) (oci.SpecOpts, error) {
+	if sc.GetPrivileged() {
+		return nil, nil
+	}
+	if p := sc.GetSeccomp(); p != nil {
+		switch p.GetProfileType() {
+		case runtime.SecurityProfile_RuntimeDefault:
+			return seccomp.WithDefaultProfile(), nil
+		case runtime.SecurityProfile_Localhost:
+			return seccomp.WithProfile(p.GetLocalhostRef()), nil
+		}
+		return nil, nil
+	}
+	switch path := sc.GetSeccompProfilePath(); {
+	case path == "", path == "unconfined":
+		return nil, nil
+	case path == "runtime/default", path == "docker/default":
+		return seccomp.WithDefaultProfile(), nil
+	case strings.HasPrefix(path, "localhost/"):
+		return seccomp.WithProfile(strings.TrimPrefix(path, "localhost/")), nil
+	default:
+		return nil, fmt.Errorf("unknown seccomp profile path %q: %w", path, errdefs.ErrInvalidArgument)
+	}
+}
+
+func containsAll(caps []string) bool {
+	for _, c := range caps {
+		if strings.EqualFold(c, "ALL") {
+			return true
+		}
+	}
+	return false
+}
+
+// capNames turns CRI capability names ("NET_ADMIN") into OCI ones ("CAP_NET_ADMIN").
+func capNames(caps []string) []string {
+	out := make([]string, 0, len(caps))
+	for _, c := range caps {
+		c = strings.ToUpper(c)
+		if !strings.HasPrefix(c, "CAP_") {
+			c = "CAP_" + c
+		}
+		out = append(out, c)
+	}
+	return out
+}
+
+// resourceOpts applies CPU, memory, hugepage and OOM-score settings.
+func resourceOpts(r *runtime.LinuxContainerResources) []oci.SpecOpts {
+	if r == nil {
+		return nil
+	}
+	var opts []oci.SpecOpts
+	if r.GetCpuShares() > 0 {
+		opts = append(opts, oci.WithCPUShares(uint64(r.GetCpuShares())))
+	}
+	if r.GetCpuQuota() != 0 || r.GetCpuPeriod() != 0 {
+		opts = append(opts, oci.WithCPUCFS(r.GetCpuQuota(), uint64(r.GetCpuPeriod())))
+	}
+	if r.GetCpusetCpus() != "" {
+		opts = append(opts, oci.WithCPUs(r.GetCpusetCpus()))
+	}
+	if r.GetCpusetMems() != "" {
+		opts = append(opts, oci.WithCPUsMems(r.GetCpusetMems()))
+	}
+	if r.GetMemoryLimitInBytes() > 0 {
+		opts = append(opts, oci.WithMemoryLimit(uint64(r.GetMemoryLimitInBytes())))
+	}
+	if r.GetMemorySwapLimitInBytes() > 0 {
+		opts = append(opts, oci.WithMemorySwap(r.GetMemorySwapLimitInBytes()))
+	}
+	if hp := r.GetHugepageLimits(); len(hp) > 0 {
+		opts = append(opts, func(_ context.Context, _ oci.Client, _ *containers.Container, s *oci.Spec) error {
+			if s.Linux.Resources == nil {
+				s.Linux.Resources = &specs.LinuxResources{}
+			}
+			for _, l := range hp {
+				s.Linux.Resources.HugepageLimits = append(s.Linux.Resources.HugepageLimits,
+					specs.LinuxHugepageLimit{Pagesize: l.GetPageSize(), Limit: l.GetLimit()})
+			}
+			return nil
+		})
+	}
+	adj := sandbox.ClampOOMScoreAdj(int(r.GetOomScoreAdj()))
+	opts = append(opts, func(_ context.Context, _ oci.Client, _ *containers.Container, s *oci.Spec) error {
+		s.Process.OOMScoreAdj = &adj
+		return nil
+	})
+	return opts
+}

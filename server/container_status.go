@@ -1,0 +1,82 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/containerd/errdefs"
+	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/peapod-cri/peapod/container"
+)
+
+// ContainerStatus reports a container's state, times, exit and image.
+func (s *Service) ContainerStatus(ctx context.Context, r *runtime.ContainerStatusRequest) (*runtime.ContainerStatusResponse, error) {
+	if r.GetContainerId() == "" {
+		return nil, fmt.Errorf("ContainerStatus: no container ID given: %w", errdefs.ErrInvalidArgument)
+	}
+	c, err := s.containers.Get(ctx, r.GetContainerId())
+	if err != nil {
+		return nil, err
+	}
+	cfg := c.Config
+	st := &runtime.ContainerStatus{
+		Id:          c.ID,
+		Metadata:    cfg.GetMetadata(),
+		State:       containerState(c.State),
+		CreatedAt:   c.CreatedAt.UnixNano(),
+		StartedAt:   unixNano(c.StartedAt),
+		FinishedAt:  unixNano(c.FinishedAt),
+		ExitCode:    c.ExitCode,
+		Image:       cfg.GetImage(),
+		ImageRef:    s.imageRef(ctx, c.ImageID),
+		ImageId:     c.ImageID,
+		Reason:      c.Reason,
+		Message:     c.Message,
+		Labels:      cfg.GetLabels(),
+		Annotations: cfg.GetAnnotations(),
+		Mounts:      cfg.GetMounts(),
+		LogPath:     c.LogPath,
+	}
+	resp := &runtime.ContainerStatusResponse{Status: st}
+	if r.GetVerbose() {
+		info, err := json.Marshal(map[string]any{"pid": c.Pid, "sandboxID": c.SandboxID, "config": cfg})
+		if err != nil {
+			return nil, fmt.Errorf("encoding container info: %w", err)
+		}
+		resp.Info = map[string]string{"info": string(info)}
+	}
+	return resp, nil
+}
+
+// imageRef is the image's digest reference where it has one, else its ID,
+// as the kubelet reports it in pod status.
+func (s *Service) imageRef(ctx context.Context, id string) string {
+	if img, err := s.images.Get(ctx, id); err == nil {
+		if d := img.RepoDigests(); len(d) > 0 {
+			return d[0]
+		}
+	}
+	return id
+}
+
+func containerState(st container.State) runtime.ContainerState {
+	switch st {
+	case container.StateCreated:
+		return runtime.ContainerState_CONTAINER_CREATED
+	case container.StateRunning:
+		return runtime.ContainerState_CONTAINER_RUNNING
+	case container.StateExited:
+		return runtime.ContainerState_CONTAINER_EXITED
+	}
+	return runtime.ContainerState_CONTAINER_UNKNOWN
+}
+
+func unixNano(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixNano()
+}
