@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs a peapod instance of the lab from this checkout's bin/peapod.
 #   peapod.sh up NAME CONTAINERD_SOCKET [EXTRA_FLAGS...]
-#   peapod.sh down|status|address NAME
+#   peapod.sh down|status|address|clean NAME   (clean: remove all its pods)
 # NAME "main" serves the default socket /run/peapod/peapod.sock with the
 # default root and state; any other name gets its own socket, root and state
 # under the lab's directories, so lab runs never disturb the main instance.
@@ -49,6 +49,10 @@ status)
 	;;
 address)
 	echo "$sock"
+	;;
+clean)
+	[ "$name" != main ] || die "refusing to remove the pods of the main instance"
+	timeout 300 "$LAB_BIN/crictl" --runtime-endpoint "unix://$sock" rmp -af >/dev/null
 	;;
 *) usage ;;
 esac

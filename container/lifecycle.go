@@ -113,11 +113,16 @@ func (m *Manager) Start(ctx context.Context, id string) error {
 		return err
 	}
 	task, err := ctr.NewTask(ctx, m.ioCreator(&c))
+	var exited <-chan client.ExitStatus
+	if err == nil {
+		// Wait before Start: a container that exits at once must not be missed.
+		exited, err = task.Wait(context.WithoutCancel(ctx))
+	}
 	if err == nil {
 		err = task.Start(ctx)
-		if err != nil {
-			_, _ = task.Delete(context.WithoutCancel(ctx), client.WithProcessKill)
-		}
+	}
+	if err != nil && task != nil {
+		_, _ = task.Delete(context.WithoutCancel(ctx), client.WithProcessKill)
 	}
 	if err != nil {
 		failed, _ := m.store.update(c.ID, func(r *Record) {
@@ -132,7 +137,21 @@ func (m *Manager) Start(ctx context.Context, id string) error {
 	started, _ := m.store.update(c.ID, func(r *Record) {
 		r.State, r.StartedAt, r.Pid = StateRunning, time.Now(), task.Pid()
 	})
+	m.watching.Store(c.ID, true)
+	go func() {
+		defer m.watching.Delete(c.ID)
+		m.watchExit(context.WithoutCancel(ctx), c.ID, exited)
+	}()
 	return m.persist(ctx, started.Record)
+}
+
+// watchExit records the container's exit when its task's wait returns.
+func (m *Manager) watchExit(ctx context.Context, id string, exited <-chan client.ExitStatus) {
+	st, ok := <-exited
+	if !ok || st.Error() != nil {
+		return // the wait broke (containerd restarted): events and Resync take over
+	}
+	m.recordExit(ctx, id, int32(st.ExitCode()), st.ExitTime())
 }
 
 // ioCreator sends the container's output to the CRI log through peapod's

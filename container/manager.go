@@ -69,6 +69,8 @@ type Manager struct {
 
 	loadMu sync.Mutex
 	loaded bool
+	// watching holds the IDs whose exit a goroutine waits on.
+	watching sync.Map
 }
 
 // New returns a Manager; its index is rebuilt from containerd on first use.
@@ -201,8 +203,37 @@ func (m *Manager) resync(ctx context.Context) {
 			klog.ErrorS(err, "Reading task state", "id", c.ID)
 		case resp.GetProcess().GetStatus() == tasktypes.Status_STOPPED:
 			m.recordExit(ctx, c.ID, int32(resp.GetProcess().GetExitStatus()), resp.GetProcess().GetExitedAt().AsTime())
+		default:
+			m.rewatch(ctx, c.ID)
 		}
 	}
+}
+
+// rewatch follows the exit of a running container's task again, after a
+// restart of peapod or a break of the event stream.
+func (m *Manager) rewatch(ctx context.Context, id string) {
+	if _, loaded := m.watching.LoadOrStore(id, true); loaded {
+		return
+	}
+	ctr, err := m.client.LoadContainer(ctx, id)
+	if err != nil {
+		m.watching.Delete(id)
+		return
+	}
+	task, err := ctr.Task(ctx, nil)
+	if err != nil {
+		m.watching.Delete(id)
+		return
+	}
+	exited, err := task.Wait(context.WithoutCancel(ctx))
+	if err != nil {
+		m.watching.Delete(id)
+		return
+	}
+	go func() {
+		defer m.watching.Delete(id)
+		m.watchExit(context.WithoutCancel(ctx), id, exited)
+	}()
 }
 
 // recordExit marks a running container exited, once.

@@ -13,6 +13,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -151,14 +152,19 @@ func (s *Service) List(ctx context.Context) ([]Image, error) {
 	return s.index.list(), nil
 }
 
-// Pinned reports whether the kubelet must not garbage-collect img.
+// Pinned reports whether the kubelet must not garbage-collect img: it is
+// known by one of Config.PinnedImages, given as a reference or, to pin every
+// tag, as a bare repository.
 func (s *Service) Pinned(img Image) bool {
 	for _, p := range s.config.PinnedImages {
-		if ref, err := normalize(p); err == nil {
-			for _, r := range img.References {
-				if r == ref {
-					return true
-				}
+		ref, err := normalize(p)
+		if err != nil {
+			continue
+		}
+		repo := strings.TrimSuffix(ref, ":latest")
+		for _, r := range img.References {
+			if r == ref || (repo != ref && strings.HasPrefix(r, repo+":")) {
+				return true
 			}
 		}
 	}

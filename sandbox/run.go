@@ -14,6 +14,7 @@ import (
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 	"k8s.io/klog/v2"
 
+	"github.com/peapod-cri/peapod/failpoint"
 	"github.com/peapod-cri/peapod/image"
 )
 
@@ -77,6 +78,7 @@ func (m *Manager) Run(ctx context.Context, cfg *runtime.PodSandboxConfig, handle
 		}
 		sb.NetNS = path
 	}
+	failpoint.Hit("sandbox-run:after-netns")
 	if err := m.setupFiles(sb); err != nil {
 		return "", err
 	}
@@ -91,16 +93,19 @@ func (m *Manager) Run(ctx context.Context, cfg *runtime.PodSandboxConfig, handle
 	if err != nil {
 		return "", fmt.Errorf("creating pause container of sandbox %s: %w", id, err)
 	}
+	failpoint.Hit("sandbox-run:after-container")
 	if !sb.HostNetwork() {
 		res, err := m.network.Setup(ctx, m.podNetwork(sb))
 		if err != nil {
 			return "", err
 		}
+		failpoint.Hit("sandbox-run:after-cni-add")
 		sb.Network, sb.IPs = res.Network, res.IPs
 		if err := m.persist(ctx, sb.Record); err != nil {
 			return "", err
 		}
 	}
+	failpoint.Hit("sandbox-run:before-task")
 	task, err := ctr.NewTask(ctx, cio.NullIO)
 	if err != nil {
 		return "", fmt.Errorf("creating pause task of sandbox %s: %w", id, err)
@@ -108,6 +113,7 @@ func (m *Manager) Run(ctx context.Context, cfg *runtime.PodSandboxConfig, handle
 	if err := task.Start(ctx); err != nil {
 		return "", fmt.Errorf("starting pause container of sandbox %s: %w", id, err)
 	}
+	failpoint.Hit("sandbox-run:after-start")
 	sb.Pid, sb.State = task.Pid(), StateReady
 	if err := m.persist(ctx, sb.Record); err != nil {
 		return "", err
@@ -115,21 +121,6 @@ func (m *Manager) Run(ctx context.Context, cfg *runtime.PodSandboxConfig, handle
 	m.store.add(sb)
 	klog.V(2).InfoS("Sandbox ready", "id", id, "pod", md.GetNamespace()+"/"+md.GetName(), "ips", sb.IPs)
 	return id, nil
-}
-
-// pauseImage returns the pause image, pulling it if it is missing.
-func (m *Manager) pauseImage(ctx context.Context) (client.Image, error) {
-	img, err := m.images.Get(ctx, m.config.PauseImage)
-	if errdefs.IsNotFound(err) {
-		if _, err = m.images.Pull(ctx, m.config.PauseImage, nil); err != nil {
-			return nil, fmt.Errorf("pause image %s is missing and cannot be pulled: %w", m.config.PauseImage, err)
-		}
-		img, err = m.images.Get(ctx, m.config.PauseImage)
-	}
-	if err != nil {
-		return nil, err
-	}
-	return m.images.Handle(ctx, img)
 }
 
 func newID() string {

@@ -18,6 +18,7 @@ import (
 
 	"github.com/peapod-cri/peapod/config"
 	"github.com/peapod-cri/peapod/container"
+	"github.com/peapod-cri/peapod/sandbox"
 	"github.com/peapod-cri/peapod/version"
 )
 
@@ -33,6 +34,9 @@ func main() {
 func run(args []string, stdout, stderr io.Writer) error {
 	if container.IsLogDriver(args) {
 		return container.RunLogDriver(args)
+	}
+	if len(args) == 1 && args[0] == sandbox.PauseCommand {
+		return sandbox.RunPause()
 	}
 	if len(args) > 0 {
 		switch args[0] {

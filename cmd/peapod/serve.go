@@ -56,7 +56,7 @@ func serve(cfg *config.Config) error {
 	images := image.New(ctrd, image.Config{
 		RegistryConfigPath:  cfg.RegistryConfigPath,
 		PullProgressTimeout: time.Duration(cfg.PullProgressTimeout),
-		PinnedImages:        []string{cfg.PauseImage},
+		PinnedImages:        []string{cfg.PauseImage, sandbox.BuiltinPauseRepository},
 	})
 	net := network.NewManager(cfg.CNIConfDir, cfg.CNIBinDir, filepath.Join(cfg.State, "cni"))
 	sandboxes := sandbox.New(ctrd, images, net, sandbox.Config{
