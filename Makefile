@@ -42,7 +42,7 @@ conformance: build
 
 bench: build
 	$(GO) test -run '^$$' -bench . -benchmem ./...
-	bash conformance/run.sh --benchmark --targets 2.4
+	bash conformance/bench.sh
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

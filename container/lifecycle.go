@@ -54,12 +54,12 @@ func (m *Manager) Create(ctx context.Context, sandboxID string, cfg *runtime.Con
 
 	id := newID()
 	name := reservationName(sb.ID, md)
-	if err := m.store.reserve(name, id); err != nil {
+	if err := m.index.Reserve(name, id); err != nil {
 		return "", err
 	}
 	defer func() {
 		if retErr != nil {
-			m.store.release(name, id)
+			m.index.Release(name, id)
 		}
 	}()
 	raw, err := proto.Marshal(cfg)
@@ -90,7 +90,7 @@ func (m *Manager) Create(ctx context.Context, sandboxID string, cfg *runtime.Con
 		_ = m.client.SnapshotService(image.Snapshotter).Remove(context.WithoutCancel(ctx), id)
 		return "", fmt.Errorf("creating container %q in sandbox %s: %w", md.GetName(), sb.ID, err)
 	}
-	m.store.add(c)
+	m.index.Add(c)
 	return id, nil
 }
 
@@ -100,9 +100,9 @@ func (m *Manager) Start(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
-	unlock := m.store.lock(c.ID)
+	unlock := m.index.Lock(c.ID)
 	defer unlock()
-	if c, err = m.store.get(c.ID); err != nil {
+	if c, err = m.index.Get(c.ID); err != nil {
 		return err
 	}
 	if c.State != StateCreated {
@@ -125,7 +125,7 @@ func (m *Manager) Start(ctx context.Context, id string) error {
 		_, _ = task.Delete(context.WithoutCancel(ctx), client.WithProcessKill)
 	}
 	if err != nil {
-		failed, _ := m.store.update(c.ID, func(r *Record) {
+		failed, _ := m.index.Update(c.ID, func(r *Container) {
 			r.State, r.ExitCode, r.Reason, r.Message = StateExited, 128, ReasonStartError, err.Error()
 			r.StartedAt, r.FinishedAt = time.Now(), time.Now()
 		})
@@ -134,7 +134,7 @@ func (m *Manager) Start(ctx context.Context, id string) error {
 		}
 		return fmt.Errorf("starting container %s: %w", c.ID, err)
 	}
-	started, _ := m.store.update(c.ID, func(r *Record) {
+	started, _ := m.index.Update(c.ID, func(r *Container) {
 		r.State, r.StartedAt, r.Pid = StateRunning, time.Now(), task.Pid()
 	})
 	m.watching.Store(c.ID, true)
@@ -177,13 +177,13 @@ func (m *Manager) Stop(ctx context.Context, id string, timeout time.Duration) er
 	if err != nil {
 		return err
 	}
-	unlock := m.store.lock(c.ID)
+	unlock := m.index.Lock(c.ID)
 	defer unlock()
 	return m.stop(ctx, c.ID, timeout)
 }
 
 func (m *Manager) stop(ctx context.Context, id string, timeout time.Duration) error {
-	c, err := m.store.get(id)
+	c, err := m.index.Get(id)
 	if err != nil || c.State != StateRunning {
 		return nil
 	}
@@ -260,7 +260,7 @@ func (m *Manager) Remove(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
-	unlock := m.store.lock(c.ID)
+	unlock := m.index.Lock(c.ID)
 	defer unlock()
 	if err := m.stop(ctx, c.ID, 0); err != nil {
 		return err
@@ -278,6 +278,6 @@ func (m *Manager) Remove(ctx context.Context, id string) error {
 		return fmt.Errorf("deleting container %s: %w", c.ID, err)
 	}
 	_ = os.RemoveAll(filepath.Dir(m.pidFile(c.ID)))
-	m.store.delete(c.ID)
+	m.index.Delete(c.ID)
 	return nil
 }

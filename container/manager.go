@@ -30,6 +30,7 @@ import (
 	"github.com/peapod-cri/peapod/image"
 	"github.com/peapod-cri/peapod/monitor"
 	"github.com/peapod-cri/peapod/sandbox"
+	"github.com/peapod-cri/peapod/store"
 )
 
 const (
@@ -65,7 +66,7 @@ type Manager struct {
 	images    *image.Service
 	sandboxes *sandbox.Manager
 	config    Config
-	store     *store
+	index     *store.Store[Container]
 
 	loadMu sync.Mutex
 	loaded bool
@@ -75,7 +76,7 @@ type Manager struct {
 
 // New returns a Manager; its index is rebuilt from containerd on first use.
 func New(c *client.Client, images *image.Service, sandboxes *sandbox.Manager, cfg Config) *Manager {
-	return &Manager{client: c, images: images, sandboxes: sandboxes, config: cfg, store: newStore()}
+	return &Manager{client: c, images: images, sandboxes: sandboxes, config: cfg, index: newIndex()}
 }
 
 // Get returns the container with the given ID or unique ID prefix.
@@ -83,7 +84,7 @@ func (m *Manager) Get(ctx context.Context, id string) (Container, error) {
 	if err := m.ensureLoaded(ctx); err != nil {
 		return Container{}, err
 	}
-	return m.store.get(id)
+	return m.index.Get(id)
 }
 
 // List returns all containers, oldest first.
@@ -91,7 +92,7 @@ func (m *Manager) List(ctx context.Context) ([]Container, error) {
 	if err := m.ensureLoaded(ctx); err != nil {
 		return nil, err
 	}
-	return m.store.list(), nil
+	return m.index.List(), nil
 }
 
 // InSandbox returns the containers of one sandbox.
@@ -167,7 +168,7 @@ func (m *Manager) ensureLoaded(ctx context.Context) error {
 			klog.ErrorS(err, "Ignoring unreadable container", "id", cc.ID)
 			continue
 		}
-		m.store.add(c)
+		m.index.Add(c)
 	}
 	m.loaded = true
 	m.resync(ctx)
@@ -191,7 +192,7 @@ func (m *Manager) Resync(ctx context.Context) {
 }
 
 func (m *Manager) resync(ctx context.Context) {
-	for _, c := range m.store.list() {
+	for _, c := range m.index.List() {
 		if c.State != StateRunning {
 			continue
 		}
@@ -239,7 +240,7 @@ func (m *Manager) rewatch(ctx context.Context, id string) {
 // recordExit marks a running container exited, once.
 func (m *Manager) recordExit(ctx context.Context, id string, code int32, at time.Time) {
 	changed := false
-	c, ok := m.store.update(id, func(r *Record) {
+	c, ok := m.index.Update(id, func(r *Container) {
 		if r.State != StateRunning {
 			return
 		}
@@ -264,7 +265,7 @@ func (m *Manager) recordExit(ctx context.Context, id string, code int32, at time
 // OOMKilled marks a container whose cgroup hit its memory limit, so its exit
 // is reported as OOMKilled.
 func (m *Manager) OOMKilled(ctx context.Context, id string) {
-	m.store.update(id, func(r *Record) {
+	m.index.Update(id, func(r *Container) {
 		if r.State == StateRunning {
 			r.Reason = ReasonOOMKilled
 		}

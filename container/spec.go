@@ -135,7 +135,7 @@ func (m *Manager) namespaceOpts(sb *sandbox.Sandbox, ns *runtime.NamespaceOption
 	case runtime.NamespaceMode_POD:
 		opts = append(opts, oci.WithLinuxNamespace(specs.LinuxNamespace{Type: specs.PIDNamespace, Path: proc("pid")}))
 	case runtime.NamespaceMode_TARGET:
-		target, err := m.store.get(ns.GetTargetId())
+		target, err := m.index.Get(ns.GetTargetId())
 		if err != nil || target.Pid == 0 {
 			return nil, fmt.Errorf("target container %q of the PID namespace is not running: %w", ns.GetTargetId(), errdefs.ErrNotFound)
 		}

@@ -30,6 +30,7 @@ import (
 	"github.com/peapod-cri/peapod/image"
 	"github.com/peapod-cri/peapod/monitor"
 	"github.com/peapod-cri/peapod/network"
+	"github.com/peapod-cri/peapod/store"
 )
 
 const (
@@ -59,7 +60,7 @@ type Manager struct {
 	images  *image.Service
 	network *network.Manager
 	config  Config
-	store   *store
+	index   *store.Store[Sandbox]
 
 	loadMu sync.Mutex
 	loaded bool
@@ -67,7 +68,7 @@ type Manager struct {
 
 // New returns a Manager. Its store is rebuilt from containerd on first use.
 func New(c *client.Client, images *image.Service, net *network.Manager, cfg Config) *Manager {
-	return &Manager{client: c, images: images, network: net, config: cfg, store: newStore()}
+	return &Manager{client: c, images: images, network: net, config: cfg, index: newIndex()}
 }
 
 func (m *Manager) netnsDir() string         { return filepath.Join(m.config.StateDir, "netns") }
@@ -81,7 +82,7 @@ func (m *Manager) Get(ctx context.Context, id string) (Sandbox, error) {
 	if err := m.ensureLoaded(ctx); err != nil {
 		return Sandbox{}, err
 	}
-	return m.store.get(id)
+	return m.index.Get(id)
 }
 
 // List returns all sandboxes, oldest first.
@@ -89,7 +90,7 @@ func (m *Manager) List(ctx context.Context) ([]Sandbox, error) {
 	if err := m.ensureLoaded(ctx); err != nil {
 		return nil, err
 	}
-	return m.store.list(), nil
+	return m.index.List(), nil
 }
 
 // persist writes the record to the sandbox's containerd container.
@@ -177,7 +178,7 @@ func (m *Manager) recover(ctx context.Context) error {
 		}
 		known[sb.NetNS] = true
 		sb.State, sb.Pid = m.taskState(ctx, sb.ID, sb.State)
-		m.store.add(sb)
+		m.index.Add(sb)
 	}
 	entries, err := os.ReadDir(m.netnsDir())
 	if err != nil && !os.IsNotExist(err) {
@@ -192,7 +193,7 @@ func (m *Manager) recover(ctx context.Context) error {
 			}
 		}
 	}
-	klog.V(2).InfoS("Loaded sandboxes", "count", len(m.store.list()))
+	klog.V(2).InfoS("Loaded sandboxes", "count", len(m.index.List()))
 	return nil
 }
 
@@ -221,7 +222,7 @@ func (m *Manager) Resync(ctx context.Context) {
 		klog.ErrorS(err, "Loading sandboxes")
 		return
 	}
-	for _, sb := range m.store.list() {
+	for _, sb := range m.index.List() {
 		if sb.State != StateReady {
 			continue
 		}
@@ -233,7 +234,7 @@ func (m *Manager) Resync(ctx context.Context) {
 
 func (m *Manager) markNotReady(ctx context.Context, id string) {
 	changed := false
-	sb, ok := m.store.update(id, func(r *Record) {
+	sb, ok := m.index.Update(id, func(r *Sandbox) {
 		if r.State == StateReady {
 			r.State, changed = StateNotReady, true
 		}

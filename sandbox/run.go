@@ -37,15 +37,15 @@ func (m *Manager) Run(ctx context.Context, cfg *runtime.PodSandboxConfig, handle
 	}
 	id := newID()
 	name := reservationName(md)
-	if err := m.store.reserve(name, id); err != nil {
+	if err := m.index.Reserve(name, id); err != nil {
 		return "", err
 	}
 	defer func() {
 		if retErr != nil {
-			m.store.release(name, id)
+			m.index.Release(name, id)
 		}
 	}()
-	unlock := m.store.lock(id)
+	unlock := m.index.Lock(id)
 	defer unlock()
 
 	pause, err := m.pauseImage(ctx)
@@ -118,7 +118,7 @@ func (m *Manager) Run(ctx context.Context, cfg *runtime.PodSandboxConfig, handle
 	if err := m.persist(ctx, sb.Record); err != nil {
 		return "", err
 	}
-	m.store.add(sb)
+	m.index.Add(sb)
 	klog.V(2).InfoS("Sandbox ready", "id", id, "pod", md.GetNamespace()+"/"+md.GetName(), "ips", sb.IPs)
 	return id, nil
 }

@@ -23,19 +23,19 @@ func (m *Manager) Stop(ctx context.Context, id string) error {
 	if err := m.ensureLoaded(ctx); err != nil {
 		return err
 	}
-	sb, err := m.store.get(id)
+	sb, err := m.index.Get(id)
 	if errdefs.IsNotFound(err) {
 		return nil
 	}
 	if err != nil {
 		return err
 	}
-	unlock := m.store.lock(sb.ID)
+	unlock := m.index.Lock(sb.ID)
 	defer unlock()
 	if err := m.stop(ctx, &sb); err != nil {
 		return err
 	}
-	updated, _ := m.store.update(sb.ID, func(r *Record) {
+	updated, _ := m.index.Update(sb.ID, func(r *Sandbox) {
 		r.State, r.Pid, r.Network = StateNotReady, 0, ""
 	})
 	if err := m.persist(ctx, updated.Record); err != nil && !errdefs.IsNotFound(err) {
@@ -67,19 +67,19 @@ func (m *Manager) Remove(ctx context.Context, id string) error {
 	if err := m.ensureLoaded(ctx); err != nil {
 		return err
 	}
-	sb, err := m.store.get(id)
+	sb, err := m.index.Get(id)
 	if errdefs.IsNotFound(err) {
 		return nil
 	}
 	if err != nil {
 		return err
 	}
-	unlock := m.store.lock(sb.ID)
+	unlock := m.index.Lock(sb.ID)
 	defer unlock()
 	if err := m.cleanup(ctx, &sb); err != nil {
 		return err
 	}
-	m.store.delete(sb.ID)
+	m.index.Delete(sb.ID)
 	return nil
 }
 

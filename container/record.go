@@ -1,0 +1,60 @@
+package container
+
+import (
+	"fmt"
+	"time"
+
+	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/peapod-cri/peapod/store"
+)
+
+// State is where a container is in its life.
+type State string
+
+const (
+	StateCreated State = "created"
+	StateRunning State = "running"
+	StateExited  State = "exited"
+)
+
+// Record is everything peapod keeps about a container, persisted as an
+// extension of its containerd container so it survives restarts.
+type Record struct {
+	ID        string `json:"id"`
+	SandboxID string `json:"sandboxID"`
+	// Config is the CRI config, protobuf-encoded.
+	Config []byte `json:"config"`
+	// ImageID is the image's ID; ImageRef the reference it was asked by.
+	ImageID  string `json:"imageID"`
+	ImageRef string `json:"imageRef"`
+	// LogPath is the absolute path of the container's CRI log.
+	LogPath string `json:"logPath,omitempty"`
+
+	State      State     `json:"state"`
+	CreatedAt  time.Time `json:"createdAt"`
+	StartedAt  time.Time `json:"startedAt,omitzero"`
+	FinishedAt time.Time `json:"finishedAt,omitzero"`
+	ExitCode   int32     `json:"exitCode"`
+	Reason     string    `json:"reason,omitempty"`
+	Message    string    `json:"message,omitempty"`
+	Pid        uint32    `json:"pid,omitempty"`
+}
+
+// Container is a container as the store holds it.
+type Container struct {
+	Record
+	Config *runtime.ContainerConfig
+}
+
+// reservationName is the CRI's unique key for a container in a sandbox.
+func reservationName(sandboxID string, md *runtime.ContainerMetadata) string {
+	return fmt.Sprintf("%s_%s_%d", sandboxID, md.GetName(), md.GetAttempt())
+}
+
+// newIndex returns the in-memory index of containers.
+func newIndex() *store.Store[Container] {
+	return store.New("container",
+		func(x *Container) (string, string) { return x.ID, reservationName(x.SandboxID, x.Config.GetMetadata()) },
+		func(a, b *Container) int { return a.CreatedAt.Compare(b.CreatedAt) })
+}

@@ -1,0 +1,64 @@
+package sandbox
+
+import (
+	"fmt"
+	"time"
+
+	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/peapod-cri/peapod/store"
+)
+
+// State is where a sandbox is in its life.
+type State string
+
+const (
+	// StateCreating: RunPodSandbox has not finished. A sandbox found in this
+	// state at start-up was interrupted and is cleaned up.
+	StateCreating State = "creating"
+	// StateReady: the pause container runs and the network is set up.
+	StateReady State = "ready"
+	// StateNotReady: stopped, or the pause container exited.
+	StateNotReady State = "notready"
+)
+
+// Record is everything peapod keeps about a sandbox. It is persisted as an
+// extension of the sandbox's containerd container, so it survives restarts.
+type Record struct {
+	ID string `json:"id"`
+	// Config is the CRI config, protobuf-encoded (it is a protobuf message).
+	Config         []byte    `json:"config"`
+	RuntimeHandler string    `json:"runtimeHandler,omitempty"`
+	CreatedAt      time.Time `json:"createdAt"`
+	// NetNS is the path of the pod's pinned network namespace ("" for host network).
+	NetNS string `json:"netns,omitempty"`
+
+	// Mutable status.
+	State   State    `json:"state"`
+	Network string   `json:"network,omitempty"` // CNI network set up; "" once torn down
+	IPs     []string `json:"ips,omitempty"`
+	Pid     uint32   `json:"pid,omitempty"`
+}
+
+// Sandbox is a sandbox as the store holds it: the decoded config beside its record.
+type Sandbox struct {
+	Record
+	Config *runtime.PodSandboxConfig
+}
+
+// HostNetwork reports whether the pod uses the host's network namespace.
+func (s *Sandbox) HostNetwork() bool {
+	return s.Config.GetLinux().GetSecurityContext().GetNamespaceOptions().GetNetwork() == runtime.NamespaceMode_NODE
+}
+
+// reservationName is the CRI's unique key for a pod sandbox.
+func reservationName(m *runtime.PodSandboxMetadata) string {
+	return fmt.Sprintf("%s_%s_%s_%d", m.GetName(), m.GetNamespace(), m.GetUid(), m.GetAttempt())
+}
+
+// newIndex returns the in-memory index of pod sandboxes.
+func newIndex() *store.Store[Sandbox] {
+	return store.New("pod sandbox",
+		func(x *Sandbox) (string, string) { return x.ID, reservationName(x.Config.GetMetadata()) },
+		func(a, b *Sandbox) int { return a.CreatedAt.Compare(b.CreatedAt) })
+}

@@ -1,0 +1,118 @@
+package store
+
+import (
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/containerd/errdefs"
+)
+
+type item struct {
+	id, name string
+	at       time.Time
+	state    string
+}
+
+func newTestStore(items ...*item) *Store[item] {
+	s := New("thing",
+		func(i *item) (string, string) { return i.id, i.name },
+		func(a, b *item) int { return a.at.Compare(b.at) })
+	for _, i := range items {
+		s.Add(i)
+	}
+	return s
+}
+
+func TestGet(t *testing.T) {
+	now := time.Now()
+	s := newTestStore(
+		&item{id: "abc123", name: "a", at: now},
+		&item{id: "abd456", name: "b", at: now.Add(time.Second)},
+	)
+	for _, tc := range []struct {
+		query   string
+		wantID  string
+		wantErr error
+	}{
+		{"abc123", "abc123", nil},
+		{"abc", "abc123", nil},
+		{"abd", "abd456", nil},
+		{"ab", "", errdefs.ErrInvalidArgument}, // ambiguous
+		{"", "", errdefs.ErrInvalidArgument},
+		{"zzz", "", errdefs.ErrNotFound},
+	} {
+		got, err := s.Get(tc.query)
+		if tc.wantErr != nil {
+			if !errors.Is(err, tc.wantErr) {
+				t.Errorf("Get(%q) = %v, want %v", tc.query, err, tc.wantErr)
+			}
+			continue
+		}
+		if err != nil || got.id != tc.wantID {
+			t.Errorf("Get(%q) = %q, %v; want %q", tc.query, got.id, err, tc.wantID)
+		}
+	}
+}
+
+func TestReservations(t *testing.T) {
+	s := newTestStore(&item{id: "1", name: "web"})
+	if err := s.Reserve("web", "2"); !errdefs.IsAlreadyExists(err) {
+		t.Fatalf("Reserve of a taken name = %v, want AlreadyExists", err)
+	}
+	if err := s.Reserve("web", "1"); err != nil {
+		t.Fatalf("Reserve by the holder = %v", err)
+	}
+	if err := s.Reserve("db", "3"); err != nil {
+		t.Fatal(err)
+	}
+	s.Release("db", "4") // not the holder: no effect
+	if err := s.Reserve("db", "5"); !errdefs.IsAlreadyExists(err) {
+		t.Fatalf("name released by a non-holder: %v", err)
+	}
+	s.Release("db", "3")
+	if err := s.Reserve("db", "5"); err != nil {
+		t.Fatalf("Reserve after Release = %v", err)
+	}
+	s.Delete("1")
+	if err := s.Reserve("web", "6"); err != nil {
+		t.Fatalf("Reserve after Delete = %v", err)
+	}
+	if _, err := s.Get("1"); !errdefs.IsNotFound(err) {
+		t.Fatalf("Get after Delete = %v", err)
+	}
+}
+
+func TestUpdateAndList(t *testing.T) {
+	now := time.Now()
+	s := newTestStore(&item{id: "late", at: now.Add(time.Minute)}, &item{id: "early", at: now})
+	got, ok := s.Update("late", func(i *item) { i.state = "done" })
+	if !ok || got.state != "done" {
+		t.Fatalf("Update = %+v, %v", got, ok)
+	}
+	if _, ok := s.Update("missing", func(*item) {}); ok {
+		t.Fatal("Update of a missing item reported ok")
+	}
+	list := s.List()
+	if len(list) != 2 || list[0].id != "early" || list[1].state != "done" {
+		t.Fatalf("List = %+v", list)
+	}
+	list[0].state = "changed" // copies: the store is not affected
+	if again, _ := s.Get("early"); again.state != "" {
+		t.Fatal("List returned shared items")
+	}
+}
+
+func TestLockSerializes(t *testing.T) {
+	s := newTestStore()
+	unlock := s.Lock("x")
+	done := make(chan struct{})
+	go func() { s.Lock("x")(); close(done) }()
+	select {
+	case <-done:
+		t.Fatal("second Lock did not wait")
+	case <-time.After(50 * time.Millisecond):
+	}
+	unlock()
+	<-done
+}
