@@ -73,6 +73,13 @@ func (m *Manager) Create(ctx context.Context, sandboxID string, cfg *runtime.Con
 	if dir, p := sb.Config.GetLogDirectory(), cfg.GetLogPath(); dir != "" && p != "" {
 		c.LogPath = filepath.Join(dir, p)
 	}
+	// The cgroup under the pod's parent (as the kubelet's cgroupfs driver
+	// lays them out), else under peapod's namespace.
+	if parent := sb.Config.GetLinux().GetCgroupParent(); parent != "" {
+		c.CgroupsPath = filepath.Join(parent, id)
+	} else {
+		c.CgroupsPath = filepath.Join("/", m.config.Namespace, id)
+	}
 	specOpts, err := m.specOpts(ctx, c, &sb, img)
 	if err != nil {
 		return "", err
@@ -278,6 +285,7 @@ func (m *Manager) Remove(ctx context.Context, id string) error {
 		return fmt.Errorf("deleting container %s: %w", c.ID, err)
 	}
 	_ = os.RemoveAll(filepath.Dir(m.pidFile(c.ID)))
+	m.stats.forget(c.ID)
 	m.index.Delete(c.ID)
 	return nil
 }

@@ -58,6 +58,9 @@ type Config struct {
 	StateDir string
 	// LogDriver is the binary the shim runs to write CRI logs (peapod itself).
 	LogDriver string
+	// Namespace is peapod's containerd namespace, the parent of the cgroups
+	// of containers whose pod names none.
+	Namespace string
 }
 
 // Manager runs containers in sandboxes.
@@ -72,6 +75,7 @@ type Manager struct {
 	loaded bool
 	// watching holds the IDs whose exit a goroutine waits on.
 	watching sync.Map
+	stats    statsCache
 }
 
 // New returns a Manager; its index is rebuilt from containerd on first use.

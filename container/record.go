@@ -30,6 +30,8 @@ type Record struct {
 	ImageRef string `json:"imageRef"`
 	// LogPath is the absolute path of the container's CRI log.
 	LogPath string `json:"logPath,omitempty"`
+	// CgroupsPath is the container's cgroup, as in its OCI spec.
+	CgroupsPath string `json:"cgroupsPath,omitempty"`
 
 	State      State     `json:"state"`
 	CreatedAt  time.Time `json:"createdAt"`

@@ -71,9 +71,7 @@ func (m *Manager) specOpts(_ context.Context, c *Container, sb *sandbox.Sandbox,
 		return nil, err
 	}
 	opts = append(opts, nsOpts...)
-	if parent := sb.Config.GetLinux().GetCgroupParent(); parent != "" {
-		opts = append(opts, oci.WithCgroup(filepath.Join(parent, c.ID)))
-	}
+	opts = append(opts, oci.WithCgroup(c.CgroupsPath))
 	mounts, err := m.mounts(cfg, sb, sc.GetReadonlyRootfs())
 	if err != nil {
 		return nil, err

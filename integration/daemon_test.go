@@ -363,8 +363,8 @@ func TestUnimplemented(t *testing.T) {
 	_, rt := startServing(t, options{})
 	ctx := callCtx(t)
 
-	if _, err := rt.ContainerStats(ctx, &runtime.ContainerStatsRequest{}); status.Code(err) != codes.Unimplemented {
-		t.Errorf("ContainerStats = %v, want Unimplemented", err)
+	if _, err := rt.PodSandboxStats(ctx, &runtime.PodSandboxStatsRequest{}); status.Code(err) != codes.Unimplemented {
+		t.Errorf("PodSandboxStats = %v, want Unimplemented", err)
 	}
 	if _, err := rt.Exec(ctx, &runtime.ExecRequest{}); status.Code(err) != codes.Unimplemented {
 		t.Errorf("Exec = %v, want Unimplemented", err)
@@ -438,8 +438,8 @@ func TestMetrics(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if _, err := rt.ContainerStats(ctx, &runtime.ContainerStatsRequest{}); status.Code(err) != codes.Unimplemented {
-		t.Fatalf("ContainerStats = %v", err)
+	if _, err := rt.PodSandboxStats(ctx, &runtime.PodSandboxStatsRequest{}); status.Code(err) != codes.Unimplemented {
+		t.Fatalf("PodSandboxStats = %v", err)
 	}
 
 	resp, err := http.Get("http://" + addr + "/metrics")
@@ -456,8 +456,8 @@ func TestMetrics(t *testing.T) {
 	}
 	want := []struct{ metric, label1, label2 string }{
 		{"peapod_cri_request_duration_seconds_count{", `method="Version"`, ""},
-		{"peapod_cri_request_duration_seconds_count{", `method="ContainerStats"`, ""},
-		{"peapod_cri_request_errors_total{", `method="ContainerStats"`, `code="Unimplemented"`},
+		{"peapod_cri_request_duration_seconds_count{", `method="PodSandboxStats"`, ""},
+		{"peapod_cri_request_errors_total{", `method="PodSandboxStats"`, `code="Unimplemented"`},
 	}
 	for _, w := range want {
 		found := false

@@ -62,6 +62,7 @@ type Containers interface {
 	InSandbox(ctx context.Context, sandboxID string) ([]container.Container, error)
 	ExecSync(ctx context.Context, id string, cmd []string, timeout time.Duration) (*container.ExecResult, error)
 	ReopenLog(ctx context.Context, id string) error
+	Stats(ctx context.Context, c container.Container) (container.Stats, error)
 }
 
 // Backends are the packages the Service delegates to.

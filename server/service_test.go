@@ -133,7 +133,7 @@ func TestUnimplementedRPCs(t *testing.T) {
 		method string
 		call   func() error
 	}{
-		{"ContainerStats", func() error { _, err := rt.ContainerStats(ctx, &runtime.ContainerStatsRequest{}); return err }},
+		{"PodSandboxStats", func() error { _, err := rt.PodSandboxStats(ctx, &runtime.PodSandboxStatsRequest{}); return err }},
 		{"Exec", func() error { _, err := rt.Exec(ctx, &runtime.ExecRequest{}); return err }},
 		{"UpdateContainerResources", func() error {
 			_, err := rt.UpdateContainerResources(ctx, &runtime.UpdateContainerResourcesRequest{})

@@ -66,7 +66,7 @@ func serve(cfg *config.Config) error {
 	if err != nil {
 		return fmt.Errorf("finding peapod's own binary (the log driver): %w", err)
 	}
-	containers := container.New(ctrd, images, sandboxes, container.Config{StateDir: cfg.State, LogDriver: self})
+	containers := container.New(ctrd, images, sandboxes, container.Config{StateDir: cfg.State, LogDriver: self, Namespace: cfg.ContainerdNamespace})
 	svc := server.New(cfg, server.Backends{
 		Containerd: ctrd,
 		Network:    net,
