@@ -11,7 +11,6 @@ package image
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -222,4 +221,6 @@ func digestRef(ref string, d digest.Digest) (string, error) {
 	return named.Name() + "@" + d.String(), nil
 }
 
-var errNoProgress = errors.New("image pull made no progress")
+// errNoProgress ends a pull that stalled; it is a deadline (the progress
+// deadline) to the caller.
+var errNoProgress = fmt.Errorf("image pull made no progress: %w", context.DeadlineExceeded)
