@@ -3,8 +3,9 @@
 #   peapod.sh up NAME CONTAINERD_SOCKET [EXTRA_FLAGS...]
 #   peapod.sh down|status|address|clean NAME   (clean: remove all its pods)
 # NAME "main" serves the default socket /run/peapod/peapod.sock with the
-# default root and state; any other name gets its own socket, root and state
-# under the lab's directories, so lab runs never disturb the main instance.
+# default root, state and containerd namespace; any other name gets its own
+# socket, root, state and namespace, so lab runs never disturb one another.
+# Flags given after the socket come after these and win.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
@@ -13,10 +14,12 @@ usage() { echo "usage: $0 up NAME CONTAINERD_SOCKET [FLAGS...] | down|status|add
 cmd=$1 name=$2
 shift 2
 
+# Each lab instance also has a containerd namespace of its own: instances
+# sharing one would see (and clean up) each other's pods.
 if [ "$name" = main ]; then
-	sock=/run/peapod/peapod.sock root=/var/lib/peapod state=/run/peapod
+	sock=/run/peapod/peapod.sock root=/var/lib/peapod state=/run/peapod ns=k8s.peapod
 else
-	sock=$LAB_RUN/peapod-$name/peapod.sock root=$LAB_STATE/peapod-$name state=$LAB_RUN/peapod-$name
+	sock=$LAB_RUN/peapod-$name/peapod.sock root=$LAB_STATE/peapod-$name state=$LAB_RUN/peapod-$name ns=k8s.peapod.lab-$name
 fi
 pidfile=$LAB_RUN/peapod-$name.pid
 logfile=$LAB_STATE/logs/peapod-$name.log
@@ -35,7 +38,7 @@ up)
 	mkdir -p "$LAB_RUN" "$(dirname "$logfile")"
 	# A lab instance runs with -v=4 so its log shows every CRI call.
 	setsid nohup "$REPO_DIR/bin/peapod" --listen "$sock" --root "$root" --state "$state" \
-		--containerd-address "$ctrd" --registry-config-path "$LAB_CERTS_D" \
+		--containerd-address "$ctrd" --containerd-namespace "$ns" --registry-config-path "$LAB_CERTS_D" \
 		--cni-conf-dir "$LAB_CNI_CONF_DIR" --v 4 "$@" </dev/null >>"$logfile" 2>&1 &
 	echo $! >"$pidfile"
 	wait_for "peapod $name on $sock (log: $logfile)" 20 serving

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -12,7 +13,9 @@ import (
 	"github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/pkg/cio"
 	"github.com/containerd/errdefs"
+	"k8s.io/cri-streaming/pkg/streaming/remotecommand"
 	"k8s.io/klog/v2"
+	utilexec "k8s.io/utils/exec"
 )
 
 const (
@@ -33,6 +36,101 @@ type ExecResult struct {
 // code. With a timeout, a command still running then is killed and the call
 // fails with DeadlineExceeded.
 func (m *Manager) ExecSync(ctx context.Context, id string, cmd []string, timeout time.Duration) (*ExecResult, error) {
+	stdout, stderr := &boundedBuffer{max: maxExecOutput}, &boundedBuffer{max: maxExecOutput}
+	x, err := m.startExec(ctx, id, cmd, false, cio.WithStreams(nil, stdout, stderr))
+	if err != nil {
+		return nil, err
+	}
+	defer x.delete()
+	var deadline <-chan time.Time
+	if timeout > 0 {
+		t := time.NewTimer(timeout)
+		defer t.Stop()
+		deadline = t.C
+	}
+	select {
+	case st := <-x.exited:
+		drainIO(x.proc.IO())
+		return &ExecResult{Stdout: stdout.Bytes(), Stderr: stderr.Bytes(), ExitCode: int32(st.ExitCode())}, nil
+	case <-deadline:
+		x.kill()
+		return nil, fmt.Errorf("command %q in container %s timed out after %s: %w", cmd, id, timeout, context.DeadlineExceeded)
+	case <-ctx.Done():
+		x.kill()
+		return nil, ctx.Err()
+	}
+}
+
+// Exec runs cmd in a running container with the caller's streams (a
+// streaming exec session), following terminal resizes. A non-zero exit is
+// returned as an error carrying the exit code, as the streaming server
+// expects.
+func (m *Manager) Exec(ctx context.Context, id string, cmd []string, stdin io.Reader, stdout, stderr io.WriteCloser, tty bool, resize <-chan remotecommand.TerminalSize) error {
+	// The shim holds the stdin FIFO open, so the end of the client's stdin
+	// reaches the process only by closing it in the shim explicitly.
+	var stdinPipe *io.PipeReader
+	var stdinWriter *io.PipeWriter
+	if stdin != nil {
+		stdinPipe, stdinWriter = io.Pipe()
+	}
+	opts := []cio.Opt{cio.WithStreams(readerOrNil(stdinPipe), stdout, stderr)}
+	if tty {
+		opts = append(opts, cio.WithTerminal)
+	}
+	x, err := m.startExec(ctx, id, cmd, tty, opts...)
+	if err != nil {
+		return err
+	}
+	defer x.delete()
+	if stdin != nil {
+		go func() {
+			_, _ = io.Copy(stdinWriter, stdin)
+			_ = stdinWriter.Close()
+			if err := x.proc.CloseIO(x.ctx, client.WithStdinCloser); err != nil && !errdefs.IsNotFound(err) {
+				klog.V(4).InfoS("Closing exec stdin", "container", id, "err", err)
+			}
+		}()
+	}
+	if tty && resize != nil {
+		go func() {
+			for size := range resize {
+				if err := x.proc.Resize(context.WithoutCancel(ctx), uint32(size.Width), uint32(size.Height)); err != nil {
+					klog.V(4).InfoS("Resizing exec terminal", "container", id, "err", err)
+				}
+			}
+		}()
+	}
+	select {
+	case st := <-x.exited:
+		drainIO(x.proc.IO())
+		if code := st.ExitCode(); code != 0 {
+			return utilexec.CodeExitError{Err: fmt.Errorf("command %q exited with %d", cmd, code), Code: int(code)}
+		}
+		return nil
+	case <-ctx.Done():
+		x.kill()
+		return ctx.Err()
+	}
+}
+
+// readerOrNil keeps a nil *io.PipeReader from becoming a non-nil io.Reader.
+func readerOrNil(r *io.PipeReader) io.Reader {
+	if r == nil {
+		return nil
+	}
+	return r
+}
+
+// execution is a started exec process.
+type execution struct {
+	proc   client.Process
+	exited <-chan client.ExitStatus
+	ctx    context.Context
+}
+
+// startExec starts cmd in container id with the container's process spec
+// (user, env, cwd, capabilities), its stdio set up by opts.
+func (m *Manager) startExec(ctx context.Context, id string, cmd []string, tty bool, opts ...cio.Opt) (*execution, error) {
 	if len(cmd) == 0 {
 		return nil, fmt.Errorf("no command to exec: %w", errdefs.ErrInvalidArgument)
 	}
@@ -56,49 +154,45 @@ func (m *Manager) ExecSync(ctx context.Context, id string, cmd []string, timeout
 		return nil, fmt.Errorf("loading task of container %s: %w", c.ID, err)
 	}
 	pspec := *spec.Process
-	pspec.Args, pspec.Terminal = cmd, false
+	pspec.Args, pspec.Terminal = cmd, tty
 
 	fifoDir := filepath.Join(m.config.StateDir, "fifo")
 	if err := os.MkdirAll(fifoDir, 0o700); err != nil {
 		return nil, err
 	}
-	stdout, stderr := &boundedBuffer{max: maxExecOutput}, &boundedBuffer{max: maxExecOutput}
+	opts = append(opts, cio.WithFIFODir(fifoDir))
 	execID := "exec-" + newID()[:16]
-	proc, err := task.Exec(ctx, execID, &pspec, cio.NewCreator(cio.WithStreams(nil, stdout, stderr), cio.WithFIFODir(fifoDir)))
+	proc, err := task.Exec(ctx, execID, &pspec, cio.NewCreator(opts...))
 	if err != nil {
 		return nil, fmt.Errorf("exec in container %s: %w", c.ID, err)
 	}
-	defer func() {
-		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), killTimeout)
-		defer cancel()
-		if _, err := proc.Delete(dctx, client.WithProcessKill); err != nil && !errdefs.IsNotFound(err) {
-			klog.ErrorS(err, "Deleting exec process", "container", c.ID, "exec", execID)
-		}
-	}()
-	exited, err := proc.Wait(ctx)
-	if err != nil {
+	x := &execution{proc: proc, ctx: context.WithoutCancel(ctx)}
+	if x.exited, err = proc.Wait(x.ctx); err != nil {
+		x.delete()
 		return nil, err
 	}
 	if err := proc.Start(ctx); err != nil {
+		x.delete()
 		return nil, fmt.Errorf("starting exec in container %s: %w", c.ID, err)
 	}
-	var deadline <-chan time.Time
-	if timeout > 0 {
-		t := time.NewTimer(timeout)
-		defer t.Stop()
-		deadline = t.C
-	}
+	return x, nil
+}
+
+// kill ends the process and waits, boundedly, for it to exit.
+func (x *execution) kill() {
+	_ = x.proc.Kill(x.ctx, syscall.SIGKILL)
 	select {
-	case st := <-exited:
-		drainIO(proc.IO())
-		return &ExecResult{Stdout: stdout.Bytes(), Stderr: stderr.Bytes(), ExitCode: int32(st.ExitCode())}, nil
-	case <-deadline:
-		_ = proc.Kill(context.WithoutCancel(ctx), syscall.SIGKILL)
-		<-exited
-		return nil, fmt.Errorf("command %q in container %s timed out after %s: %w", cmd, c.ID, timeout, context.DeadlineExceeded)
-	case <-ctx.Done():
-		_ = proc.Kill(context.WithoutCancel(ctx), syscall.SIGKILL)
-		return nil, ctx.Err()
+	case <-x.exited:
+	case <-time.After(killTimeout):
+	}
+}
+
+// delete removes the exec process from its task.
+func (x *execution) delete() {
+	dctx, cancel := context.WithTimeout(x.ctx, killTimeout)
+	defer cancel()
+	if _, err := x.proc.Delete(dctx, client.WithProcessKill); err != nil && !errdefs.IsNotFound(err) {
+		klog.ErrorS(err, "Deleting exec process", "exec", x.proc.ID())
 	}
 }
 

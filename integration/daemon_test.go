@@ -123,6 +123,7 @@ type options struct {
 	containerd string // default: containerdSock
 	configFile string // default: an empty config file
 	extraArgs  []string
+	env        []string // KEY=value added to peapod's environment
 }
 
 // start runs peapod with its own temp root, state, CNI config dir and socket,
@@ -160,6 +161,9 @@ func start(t *testing.T, o options) *daemon {
 	}, o.extraArgs...)
 	d.cmd = exec.Command(peapodBin, args...)
 	d.cmd.Stderr = d.stderr
+	if len(o.env) > 0 {
+		d.cmd.Env = append(os.Environ(), o.env...)
+	}
 	if err := d.cmd.Start(); err != nil {
 		t.Fatalf("starting peapod: %v", err)
 	}
@@ -366,8 +370,8 @@ func TestUnimplemented(t *testing.T) {
 	if _, err := rt.PodSandboxStats(ctx, &runtime.PodSandboxStatsRequest{}); status.Code(err) != codes.Unimplemented {
 		t.Errorf("PodSandboxStats = %v, want Unimplemented", err)
 	}
-	if _, err := rt.Exec(ctx, &runtime.ExecRequest{}); status.Code(err) != codes.Unimplemented {
-		t.Errorf("Exec = %v, want Unimplemented", err)
+	if _, err := rt.Attach(ctx, &runtime.AttachRequest{}); status.Code(err) != codes.Unimplemented {
+		t.Errorf("Attach = %v, want Unimplemented", err)
 	}
 }
 

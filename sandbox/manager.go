@@ -85,6 +85,19 @@ func (m *Manager) Get(ctx context.Context, id string) (Sandbox, error) {
 	return m.index.Get(id)
 }
 
+// NetNSPath returns the path of a ready sandbox's network namespace, or ""
+// when it uses the host's network.
+func (m *Manager) NetNSPath(ctx context.Context, id string) (string, error) {
+	sb, err := m.Get(ctx, id)
+	if err != nil {
+		return "", err
+	}
+	if sb.State != StateReady {
+		return "", fmt.Errorf("pod sandbox %s is not ready: %w", sb.ID, errdefs.ErrFailedPrecondition)
+	}
+	return sb.NetNS, nil
+}
+
 // List returns all sandboxes, oldest first.
 func (m *Manager) List(ctx context.Context) ([]Sandbox, error) {
 	if err := m.ensureLoaded(ctx); err != nil {
@@ -172,14 +185,15 @@ func (m *Manager) recover(ctx context.Context) error {
 			klog.InfoS("Cleaning up a sandbox whose creation was interrupted", "id", sb.ID)
 			if err := m.cleanup(ctx, sb); err != nil {
 				klog.ErrorS(err, "Cleaning up interrupted sandbox failed; will retry at next start", "id", sb.ID)
-				known[sb.NetNS] = true
+				known[sb.NetNS], known[sb.ID] = true, true
 			}
 			continue
 		}
-		known[sb.NetNS] = true
+		known[sb.NetNS], known[sb.ID] = true, true
 		sb.State, sb.Pid = m.taskState(ctx, sb.ID, sb.State)
 		m.index.Add(sb)
 	}
+	m.sweepUnrecorded(known)
 	entries, err := os.ReadDir(m.netnsDir())
 	if err != nil && !os.IsNotExist(err) {
 		return err
@@ -195,6 +209,30 @@ func (m *Manager) recover(ctx context.Context) error {
 	}
 	klog.V(2).InfoS("Loaded sandboxes", "count", len(m.index.List()))
 	return nil
+}
+
+// sweepUnrecorded removes the files (and /dev/shm mount) of sandboxes that
+// have no record: a crash between writing them and creating the sandbox's
+// container leaves them where nothing else would find them.
+func (m *Manager) sweepUnrecorded(known map[string]bool) {
+	for _, dir := range []string{filepath.Join(m.config.StateDir, "sandboxes"), filepath.Join(m.config.RootDir, "sandboxes")} {
+		entries, err := os.ReadDir(dir)
+		if err != nil {
+			continue
+		}
+		for _, e := range entries {
+			if known[e.Name()] {
+				continue
+			}
+			sb := &Sandbox{Record: Record{ID: e.Name()}, Config: &runtime.PodSandboxConfig{}}
+			klog.InfoS("Removing files of an unrecorded sandbox", "id", sb.ID)
+			if err := m.unmountShm(sb); err != nil {
+				klog.ErrorS(err, "Unmounting leaked /dev/shm", "id", sb.ID)
+				continue
+			}
+			_ = m.removeFiles(sb)
+		}
+	}
 }
 
 // taskState reads whether the sandbox's pause container runs. A ready

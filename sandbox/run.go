@@ -82,6 +82,7 @@ func (m *Manager) Run(ctx context.Context, cfg *runtime.PodSandboxConfig, handle
 	if err := m.setupFiles(sb); err != nil {
 		return "", err
 	}
+	failpoint.Hit("sandbox-run:after-files")
 	// The container records the netns before anything is asked of CNI.
 	ctr, err := m.client.NewContainer(ctx, id,
 		client.WithContainerLabels(map[string]string{kindLabel: kindSandbox}),

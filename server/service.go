@@ -72,6 +72,7 @@ type Backends struct {
 	Images     Images
 	Sandboxes  Sandboxes
 	Containers Containers
+	Streaming  Streaming
 }
 
 // Service implements the CRI RuntimeService and ImageService.
@@ -85,6 +86,7 @@ type Service struct {
 	images     Images
 	sandboxes  Sandboxes
 	containers Containers
+	streaming  Streaming
 }
 
 // New returns a Service for the given configuration and backends.
@@ -96,6 +98,7 @@ func New(cfg *config.Config, b Backends) *Service {
 		images:     b.Images,
 		sandboxes:  b.Sandboxes,
 		containers: b.Containers,
+		streaming:  b.Streaming,
 	}
 }
 

@@ -134,7 +134,7 @@ func TestUnimplementedRPCs(t *testing.T) {
 		call   func() error
 	}{
 		{"PodSandboxStats", func() error { _, err := rt.PodSandboxStats(ctx, &runtime.PodSandboxStatsRequest{}); return err }},
-		{"Exec", func() error { _, err := rt.Exec(ctx, &runtime.ExecRequest{}); return err }},
+		{"Attach", func() error { _, err := rt.Attach(ctx, &runtime.AttachRequest{}); return err }},
 		{"UpdateContainerResources", func() error {
 			_, err := rt.UpdateContainerResources(ctx, &runtime.UpdateContainerResourcesRequest{})
 			return err

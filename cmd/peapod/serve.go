@@ -23,6 +23,7 @@ import (
 	"github.com/peapod-cri/peapod/network"
 	"github.com/peapod-cri/peapod/sandbox"
 	"github.com/peapod-cri/peapod/server"
+	"github.com/peapod-cri/peapod/streaming"
 	"github.com/peapod-cri/peapod/version"
 )
 
@@ -67,12 +68,17 @@ func serve(cfg *config.Config) error {
 		return fmt.Errorf("finding peapod's own binary (the log driver): %w", err)
 	}
 	containers := container.New(ctrd, images, sandboxes, container.Config{StateDir: cfg.State, LogDriver: self, Namespace: cfg.ContainerdNamespace})
+	stream, err := streaming.New(cfg.StreamingAddress, containers, sandboxes)
+	if err != nil {
+		return err
+	}
 	svc := server.New(cfg, server.Backends{
 		Containerd: ctrd,
 		Network:    net,
 		Images:     images,
 		Sandboxes:  sandboxes,
 		Containers: containers,
+		Streaming:  stream,
 	})
 	g := grpc.NewServer(
 		grpc.ChainUnaryInterceptor(server.UnaryInterceptor(m)),
@@ -92,6 +98,7 @@ func serve(cfg *config.Config) error {
 	defer stop()
 	svc.Start(ctx)
 	go monitor.Run(ctx, ctrd, cfg.ContainerdNamespace, sandboxes, containers)
+	go stream.Serve(ctx)
 	if cfg.MetricsAddress != "" {
 		addr, err := m.Serve(ctx, cfg.MetricsAddress)
 		if err != nil {
@@ -102,7 +109,7 @@ func serve(cfg *config.Config) error {
 
 	served := make(chan error, 1)
 	go func() { served <- g.Serve(l) }()
-	klog.InfoS("peapod is serving the CRI", "version", version.Version, "socket", cfg.Listen,
+	klog.InfoS("peapod is serving the CRI", "version", version.Version, "socket", cfg.Listen, "streaming", stream.Addr().String(),
 		"containerd", cfg.ContainerdAddress, "namespace", cfg.ContainerdNamespace)
 
 	select {

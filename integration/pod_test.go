@@ -1,0 +1,873 @@
+//go:build integration
+
+package integration
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/containerd/containerd/v2/core/snapshots"
+	"github.com/containerd/containerd/v2/pkg/namespaces"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+// The lab's pod network: a bridge with host-local IPAM and portmap.
+const (
+	labCNIConfDir = "/etc/cni/net.d"
+	// hostLocalDir is where host-local records the lab network's IPs, one
+	// file per IP holding the container ID that has it.
+	hostLocalDir = "/var/lib/cni/networks/peapod-lab"
+	// snapshotter is the snapshotter peapod uses.
+	snapshotter = "overlayfs"
+
+	podDNSServer = "10.96.0.10"
+	podDNSSearch = "peapod-it.svc.cluster.local"
+	// podTimeout bounds the pod RPCs that may pull the pause image or wait
+	// for a container to stop.
+	podTimeout = time.Minute
+)
+
+var podSubnet = mustCIDR("10.88.0.0/16")
+
+func mustCIDR(cidr string) *net.IPNet {
+	_, n, err := net.ParseCIDR(cidr)
+	if err != nil {
+		panic(err)
+	}
+	return n
+}
+
+// podEnv is one test's world of pods: a containerd namespace and a root and
+// state directory of its own, which outlive each peapod started on them, so
+// that a test can restart peapod and find its pods again.
+type podEnv struct {
+	t      *testing.T
+	ns     string
+	dir    string
+	socket string
+	d      *daemon // the peapod started last
+}
+
+// newPodEnv prepares a podEnv. When the test ends, after every peapod it
+// started has been killed, a fresh peapod stops and removes through the CRI
+// whatever pods are left; then the images go with the namespace.
+func newPodEnv(t *testing.T) *podEnv {
+	t.Helper()
+	e := &podEnv{t: t, ns: imageNamespace(t), dir: tempDir(t)}
+	e.socket = filepath.Join(e.dir, "peapod.sock")
+	t.Cleanup(e.removeLeftovers)
+	return e
+}
+
+func (e *podEnv) root() string  { return filepath.Join(e.dir, "root") }
+func (e *podEnv) state() string { return filepath.Join(e.dir, "state") }
+func (e *podEnv) netnsDir() string {
+	return filepath.Join(e.state(), "netns")
+}
+
+// start starts a peapod on the env's namespace, root, state and socket,
+// with the lab's CNI network, registry mirrors and pause image; env is added
+// to its environment.
+func (e *podEnv) start(env ...string) *daemon {
+	e.t.Helper()
+	e.d = start(e.t, options{socket: e.socket, env: env, extraArgs: []string{
+		"--containerd-namespace", e.ns,
+		"--root", e.root(),
+		"--state", e.state(),
+		"--cni-conf-dir", labCNIConfDir,
+		"--registry-config-path", registryConfig,
+		"--pause-image", pause310,
+	}})
+	return e.d
+}
+
+// serve starts a peapod and waits until it serves.
+func (e *podEnv) serve(env ...string) (runtime.RuntimeServiceClient, runtime.ImageServiceClient) {
+	e.t.Helper()
+	d := e.start(env...)
+	rt := d.waitServing()
+	return rt, runtime.NewImageServiceClient(d.dial())
+}
+
+// removeLeftovers removes, through the CRI, the pods a test left behind.
+func (e *podEnv) removeLeftovers() {
+	t := e.t
+	if len(e.containerdContainers()) == 0 {
+		if ns := e.netnsFiles(); len(ns) == 0 {
+			return
+		}
+	}
+	t.Logf("cleaning up the pods left in %s", e.ns)
+	rt, _ := e.serve()
+	ctx, cancel := context.WithTimeout(context.Background(), podTimeout)
+	defer cancel()
+	list, err := rt.ListPodSandbox(ctx, &runtime.ListPodSandboxRequest{})
+	if err != nil {
+		t.Errorf("cleanup: ListPodSandbox: %v", err)
+		return
+	}
+	for _, sb := range list.Items {
+		if _, err := rt.StopPodSandbox(ctx, &runtime.StopPodSandboxRequest{PodSandboxId: sb.Id}); err != nil {
+			t.Errorf("cleanup: StopPodSandbox(%s): %v", sb.Id, err)
+		}
+		if _, err := rt.RemovePodSandbox(ctx, &runtime.RemovePodSandboxRequest{PodSandboxId: sb.Id}); err != nil {
+			t.Errorf("cleanup: RemovePodSandbox(%s): %v", sb.Id, err)
+		}
+	}
+	if left := e.containerdContainers(); len(left) != 0 {
+		t.Errorf("cleanup: containerd containers left in %s: %q", e.ns, left)
+	}
+}
+
+// ctrdCtx is a context for containerd calls in the env's namespace.
+func (e *podEnv) ctrdCtx() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(namespaces.WithNamespace(context.Background(), e.ns), 10*time.Second)
+}
+
+// containerdContainers lists the IDs of the containerd containers in the
+// env's namespace.
+func (e *podEnv) containerdContainers() []string {
+	e.t.Helper()
+	ctx, cancel := e.ctrdCtx()
+	defer cancel()
+	ctrs, err := containerdClient(e.t).ContainerService().List(ctx)
+	if err != nil {
+		e.t.Fatalf("listing containerd containers in %s: %v", e.ns, err)
+	}
+	var ids []string
+	for _, c := range ctrs {
+		ids = append(ids, c.ID)
+	}
+	return ids
+}
+
+// uncommittedSnapshots lists the snapshots in the env's namespace that are
+// not image layers: a container's writable layer left behind.
+func (e *podEnv) uncommittedSnapshots() []string {
+	e.t.Helper()
+	ctx, cancel := e.ctrdCtx()
+	defer cancel()
+	var keys []string
+	err := containerdClient(e.t).SnapshotService(snapshotter).Walk(ctx, func(_ context.Context, info snapshots.Info) error {
+		if info.Kind != snapshots.KindCommitted {
+			keys = append(keys, info.Name)
+		}
+		return nil
+	})
+	if err != nil {
+		e.t.Fatalf("listing snapshots in %s: %v", e.ns, err)
+	}
+	return keys
+}
+
+// taskStatus is the status of a containerd task in the env's namespace, or
+// "" when it has none.
+func (e *podEnv) taskStatus(id string) string {
+	e.t.Helper()
+	ctx, cancel := e.ctrdCtx()
+	defer cancel()
+	ctr, err := containerdClient(e.t).LoadContainer(ctx, id)
+	if err != nil {
+		return ""
+	}
+	task, err := ctr.Task(ctx, nil)
+	if err != nil {
+		return ""
+	}
+	st, err := task.Status(ctx)
+	if err != nil {
+		return ""
+	}
+	return string(st.Status)
+}
+
+// netnsFiles lists the network namespaces pinned in the env's state.
+func (e *podEnv) netnsFiles() []string {
+	e.t.Helper()
+	entries, err := os.ReadDir(e.netnsDir())
+	if err != nil && !os.IsNotExist(err) {
+		e.t.Fatal(err)
+	}
+	var out []string
+	for _, en := range entries {
+		out = append(out, filepath.Join(e.netnsDir(), en.Name()))
+	}
+	return out
+}
+
+// mountsUnderState lists the mount points under the env's state directory
+// (pinned network namespaces, pods' /dev/shm).
+func (e *podEnv) mountsUnderState() []string {
+	e.t.Helper()
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer f.Close()
+	var out []string
+	s := bufio.NewScanner(f)
+	for s.Scan() {
+		fields := strings.Fields(s.Text())
+		if len(fields) > 4 && strings.HasPrefix(fields[4], e.state()+"/") {
+			out = append(out, fields[4])
+		}
+	}
+	return out
+}
+
+// sandboxDirs lists the per-sandbox directories left in root and state.
+func (e *podEnv) sandboxDirs() []string {
+	var out []string
+	for _, dir := range []string{filepath.Join(e.root(), "sandboxes"), filepath.Join(e.state(), "sandboxes")} {
+		entries, _ := os.ReadDir(dir)
+		for _, en := range entries {
+			out = append(out, filepath.Join(dir, en.Name()))
+		}
+	}
+	return out
+}
+
+// ipAllocations lists the lab network's IPs held by the container ID.
+func ipAllocations(t *testing.T, id string) []string {
+	t.Helper()
+	entries, err := os.ReadDir(hostLocalDir)
+	if os.IsNotExist(err) {
+		return nil
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ips []string
+	for _, en := range entries {
+		if net.ParseIP(en.Name()) == nil {
+			continue // lock, last_reserved_ip.0
+		}
+		b, err := os.ReadFile(filepath.Join(hostLocalDir, en.Name()))
+		if err != nil {
+			continue // released meanwhile
+		}
+		if owner, _, _ := strings.Cut(string(b), "\n"); strings.TrimSpace(owner) == id {
+			ips = append(ips, en.Name())
+		}
+	}
+	return ips
+}
+
+// hostPortRules lists the iptables NAT rules portmap made for the container
+// ID; ok is false when iptables-save cannot be run.
+func hostPortRules(t *testing.T, id string) (rules []string, ok bool) {
+	t.Helper()
+	out, err := exec.Command("iptables-save", "-t", "nat").Output()
+	if err != nil {
+		t.Logf("iptables-save: %v: not checking hostPort rules", err)
+		return nil, false
+	}
+	for _, line := range strings.Split(string(out), "\n") {
+		if strings.Contains(line, `id: \"`+id+`\"`) {
+			rules = append(rules, line)
+		}
+	}
+	return rules, true
+}
+
+// processesOf lists the processes whose cgroup or command line names one of
+// the IDs: a container's processes, its shim, its log driver.
+func processesOf(ids ...string) []string {
+	entries, _ := os.ReadDir("/proc")
+	var out []string
+	for _, en := range entries {
+		pid, err := strconv.Atoi(en.Name())
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		cg, _ := os.ReadFile(filepath.Join("/proc", en.Name(), "cgroup"))
+		cmd, _ := os.ReadFile(filepath.Join("/proc", en.Name(), "cmdline"))
+		for _, id := range ids {
+			if bytes.Contains(cg, []byte(id)) || bytes.Contains(cmd, []byte(id)) {
+				out = append(out, fmt.Sprintf("%d (%s)", pid, bytes.ReplaceAll(bytes.TrimRight(cmd, "\x00"), []byte{0}, []byte{' '})))
+				break
+			}
+		}
+	}
+	return out
+}
+
+// leftovers reports what is still around of the env's pods: containerd
+// containers and writable snapshots, pinned network namespaces and mounts,
+// sandbox directories, and, for the given IDs, IP allocations, hostPort
+// rules and processes. Every pod of the env must have been removed.
+func (e *podEnv) leftovers(sandboxID string, containerIDs ...string) error {
+	e.t.Helper()
+	var errs []error
+	add := func(what string, items []string) {
+		if len(items) > 0 {
+			errs = append(errs, fmt.Errorf("%s: %q", what, items))
+		}
+	}
+	add("containerd containers", e.containerdContainers())
+	add("writable snapshots", e.uncommittedSnapshots())
+	add("network namespace files", e.netnsFiles())
+	add("mounts under the state directory", e.mountsUnderState())
+	add("sandbox directories", e.sandboxDirs())
+	if sandboxID != "" {
+		add("IP allocations of sandbox "+sandboxID, ipAllocations(e.t, sandboxID))
+		rules, _ := hostPortRules(e.t, sandboxID)
+		add("hostPort rules", rules)
+	}
+	var ids []string
+	if sandboxID != "" {
+		ids = append(ids, sandboxID)
+	}
+	ids = append(ids, containerIDs...)
+	if len(ids) > 0 {
+		add("processes", processesOf(ids...))
+	}
+	return errors.Join(errs...)
+}
+
+// eventually polls check until it succeeds, failing the test with check's
+// last error after timeout.
+func eventually(t *testing.T, timeout time.Duration, what string, check func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		err := check()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: still not so after %s: %v", what, timeout, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func podCtx(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), podTimeout)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// podConfig is a pod with a hostname, a DNS config and a log directory.
+func (e *podEnv) podConfig(name string) *runtime.PodSandboxConfig {
+	return &runtime.PodSandboxConfig{
+		Metadata: &runtime.PodSandboxMetadata{
+			Name: name, Namespace: "peapod-it", Uid: "uid-" + name + "-" + e.ns, Attempt: 1,
+		},
+		Hostname:     name + "-host",
+		LogDirectory: filepath.Join(e.dir, "logs", name),
+		DnsConfig: &runtime.DNSConfig{
+			Servers: []string{podDNSServer}, Searches: []string{podDNSSearch}, Options: []string{"ndots:5"},
+		},
+		Labels:      map[string]string{"io.peapod.test": "pod", "pod": name},
+		Annotations: map[string]string{"io.peapod.test/owner": e.ns},
+		Linux:       &runtime.LinuxPodSandboxConfig{},
+	}
+}
+
+// busybox is a busybox container running script under sh, logging to
+// <name>.log in the pod's log directory.
+func busybox(name, script string, mounts ...*runtime.Mount) *runtime.ContainerConfig {
+	return &runtime.ContainerConfig{
+		Metadata: &runtime.ContainerMetadata{Name: name},
+		Image:    &runtime.ImageSpec{Image: busyboxRef},
+		Command:  []string{"sh", "-c", script},
+		LogPath:  name + ".log",
+		Mounts:   mounts,
+		Labels:   map[string]string{"container": name},
+		Linux:    &runtime.LinuxContainerConfig{},
+	}
+}
+
+func runPod(t *testing.T, rt runtime.RuntimeServiceClient, cfg *runtime.PodSandboxConfig) string {
+	t.Helper()
+	begin := time.Now()
+	resp, err := rt.RunPodSandbox(podCtx(t), &runtime.RunPodSandboxRequest{Config: cfg})
+	if err != nil {
+		t.Fatalf("RunPodSandbox(%s): %v", cfg.Metadata.Name, err)
+	}
+	t.Logf("pod %s is %s, ran in %s", cfg.Metadata.Name, resp.PodSandboxId, time.Since(begin))
+	return resp.PodSandboxId
+}
+
+func startContainer(t *testing.T, rt runtime.RuntimeServiceClient, sandboxID string, sbCfg *runtime.PodSandboxConfig, cfg *runtime.ContainerConfig) string {
+	t.Helper()
+	ctx := podCtx(t)
+	resp, err := rt.CreateContainer(ctx, &runtime.CreateContainerRequest{PodSandboxId: sandboxID, Config: cfg, SandboxConfig: sbCfg})
+	if err != nil {
+		t.Fatalf("CreateContainer(%s): %v", cfg.Metadata.Name, err)
+	}
+	if _, err := rt.StartContainer(ctx, &runtime.StartContainerRequest{ContainerId: resp.ContainerId}); err != nil {
+		t.Fatalf("StartContainer(%s %s): %v", cfg.Metadata.Name, resp.ContainerId, err)
+	}
+	return resp.ContainerId
+}
+
+func sandboxStatus(t *testing.T, rt runtime.RuntimeServiceClient, id string) *runtime.PodSandboxStatusResponse {
+	t.Helper()
+	resp, err := rt.PodSandboxStatus(callCtx(t), &runtime.PodSandboxStatusRequest{PodSandboxId: id, Verbose: true})
+	if err != nil {
+		t.Fatalf("PodSandboxStatus(%s): %v", id, err)
+	}
+	return resp
+}
+
+func containerStatus(t *testing.T, rt runtime.RuntimeServiceClient, id string) *runtime.ContainerStatusResponse {
+	t.Helper()
+	resp, err := rt.ContainerStatus(callCtx(t), &runtime.ContainerStatusRequest{ContainerId: id, Verbose: true})
+	if err != nil {
+		t.Fatalf("ContainerStatus(%s): %v", id, err)
+	}
+	return resp
+}
+
+// verboseInfo decodes the "info" JSON of a verbose status.
+func verboseInfo(t *testing.T, info map[string]string) map[string]any {
+	t.Helper()
+	var m map[string]any
+	if err := json.Unmarshal([]byte(info["info"]), &m); err != nil {
+		t.Fatalf("verbose info %q: %v", info["info"], err)
+	}
+	return m
+}
+
+func infoPid(t *testing.T, info map[string]string) int {
+	t.Helper()
+	pid, _ := verboseInfo(t, info)["pid"].(float64)
+	return int(pid)
+}
+
+// execSync runs cmd in a container and returns its stdout and exit code.
+func execSync(t *testing.T, rt runtime.RuntimeServiceClient, id string, cmd ...string) (string, int32) {
+	t.Helper()
+	resp, err := rt.ExecSync(podCtx(t), &runtime.ExecSyncRequest{ContainerId: id, Cmd: cmd, Timeout: 30})
+	if err != nil {
+		t.Fatalf("ExecSync(%s, %q): %v", id, cmd, err)
+	}
+	return string(resp.Stdout), resp.ExitCode
+}
+
+// logLine is one entry of a CRI log file.
+type logLine struct {
+	time   time.Time
+	stream string
+	tag    string
+	msg    string
+}
+
+var logLinePattern = regexp.MustCompile(`^(\S+) (stdout|stderr) ([PF]) (.*)$`)
+
+// readLog parses a CRI log file; every line must be in the CRI format.
+func readLog(path string) ([]logLine, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	b = b[:bytes.LastIndexByte(b, '\n')+1] // a line being written is not one yet
+	if len(b) == 0 {
+		return nil, nil
+	}
+	var out []logLine
+	for i, line := range strings.Split(strings.TrimSuffix(string(b), "\n"), "\n") {
+		m := logLinePattern.FindStringSubmatch(line)
+		if m == nil {
+			return nil, fmt.Errorf("%s:%d: not a CRI log line: %q", path, i+1, line)
+		}
+		ts, err := time.Parse(time.RFC3339Nano, m[1])
+		if err != nil {
+			return nil, fmt.Errorf("%s:%d: timestamp: %v", path, i+1, err)
+		}
+		out = append(out, logLine{time: ts, stream: m[2], tag: m[3], msg: m[4]})
+	}
+	return out, nil
+}
+
+func httpGet(url string) (string, error) {
+	c := &http.Client{Timeout: 2 * time.Second}
+	resp, err := c.Get(url)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return "", err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("GET %s: %s", url, resp.Status)
+	}
+	return string(b), nil
+}
+
+func wantCode(t *testing.T, what string, err error, want codes.Code) {
+	t.Helper()
+	if got := status.Code(err); got != want {
+		t.Errorf("%s = %v (%s), want %s", what, err, got, want)
+	}
+}
+
+func TestPodLifecycle(t *testing.T) {
+	t.Parallel()
+	e := newPodEnv(t)
+	rt, ic := e.serve()
+	pull(t, ic, busyboxRef)
+
+	hostPort := freePort(t)
+	cfg := e.podConfig("web")
+	cfg.PortMappings = []*runtime.PortMapping{{Protocol: runtime.Protocol_TCP, ContainerPort: 80, HostPort: int32(hostPort)}}
+	before := time.Now()
+	sbID := runPod(t, rt, cfg)
+
+	// The sandbox: ready, with an IP of the pod network, which host-local
+	// holds for it, in a pinned network namespace.
+	sbSt := sandboxStatus(t, rt, sbID)
+	st := sbSt.Status
+	if st.Id != sbID || st.State != runtime.PodSandboxState_SANDBOX_READY || !proto.Equal(st.Metadata, cfg.Metadata) {
+		t.Errorf("PodSandboxStatus = %v, want %s READY with metadata %v", st, sbID, cfg.Metadata)
+	}
+	if created := time.Unix(0, st.CreatedAt); created.Before(before.Add(-time.Second)) || created.After(time.Now()) {
+		t.Errorf("CreatedAt %s, RunPodSandbox called at %s", created, before)
+	}
+	podIP := net.ParseIP(st.GetNetwork().GetIp())
+	if podIP == nil || !podSubnet.Contains(podIP) {
+		t.Fatalf("pod IP %q, want one in %s", st.GetNetwork().GetIp(), podSubnet)
+	}
+	if ips := ipAllocations(t, sbID); !slices.Equal(ips, []string{podIP.String()}) {
+		t.Errorf("host-local allocations of %s = %q, want [%s]", sbID, ips, podIP)
+	}
+	netnsPath, _ := verboseInfo(t, sbSt.Info)["netns"].(string)
+	if filepath.Dir(netnsPath) != e.netnsDir() {
+		t.Errorf("netns %q, want one in %s", netnsPath, e.netnsDir())
+	}
+	if _, err := os.Stat(netnsPath); err != nil {
+		t.Errorf("netns of the ready pod: %v", err)
+	}
+	if rules, ok := hostPortRules(t, sbID); ok && len(rules) == 0 {
+		t.Errorf("no hostPort rule names %s", sbID)
+	}
+	list, err := rt.ListPodSandbox(callCtx(t), &runtime.ListPodSandboxRequest{})
+	if err != nil || len(list.Items) != 1 || list.Items[0].Id != sbID || list.Items[0].State != runtime.PodSandboxState_SANDBOX_READY ||
+		list.Items[0].CreatedAt != st.CreatedAt || !proto.Equal(list.Items[0].Metadata, cfg.Metadata) {
+		t.Errorf("ListPodSandbox = %v, %v; want just %s READY", list.GetItems(), err, sbID)
+	}
+
+	// A web server, writing "started" to its log first.
+	webID := startContainer(t, rt, sbID, cfg, busybox("web", "echo started; exec httpd -f -p 80 -h /etc"))
+	web := containerStatus(t, rt, webID).Status
+	wantLog := filepath.Join(cfg.LogDirectory, "web.log")
+	if web.State != runtime.ContainerState_CONTAINER_RUNNING || web.LogPath != wantLog || web.StartedAt < web.CreatedAt {
+		t.Errorf("ContainerStatus(web) = %v, want RUNNING, log %s", web, wantLog)
+	}
+	eventually(t, 10*time.Second, "web's log has its first line", func() error {
+		lines, err := readLog(wantLog)
+		if err != nil {
+			return err
+		}
+		if len(lines) == 0 {
+			return errors.New("empty log")
+		}
+		l := lines[0]
+		if l.stream != "stdout" || l.tag != "F" || l.msg != "started" {
+			return fmt.Errorf("first line %+v, want stdout F started", l)
+		}
+		if age := time.Since(l.time); age < 0 || age > time.Minute {
+			return fmt.Errorf("first line stamped %s, %s ago", l.time, age)
+		}
+		return nil
+	})
+
+	// The pod's hostname and DNS config.
+	if out, _ := execSync(t, rt, webID, "hostname"); out != cfg.Hostname+"\n" {
+		t.Errorf("hostname in the pod = %q, want %q", out, cfg.Hostname)
+	}
+	resolv, _ := execSync(t, rt, webID, "cat", "/etc/resolv.conf")
+	for _, want := range []string{"nameserver " + podDNSServer, "search " + podDNSSearch, "options ndots:5"} {
+		if !strings.Contains(resolv, want) {
+			t.Errorf("/etc/resolv.conf in the pod lacks %q:\n%s", want, resolv)
+		}
+	}
+	if _, code := execSync(t, rt, webID, "sh", "-c", "exit 5"); code != 5 {
+		t.Errorf("ExecSync of `exit 5`: exit code %d", code)
+	}
+
+	// A second container of the pod reaches the first on localhost.
+	clientID := startContainer(t, rt, sbID, cfg, busybox("client", "trap 'exit 7' TERM; while true; do sleep 0.1; done"))
+	eventually(t, 10*time.Second, "the client container gets the web's /hostname over localhost", func() error {
+		resp, err := rt.ExecSync(podCtx(t), &runtime.ExecSyncRequest{ContainerId: clientID, Cmd: []string{"wget", "-qO-", "http://127.0.0.1:80/hostname"}, Timeout: 5})
+		if err != nil {
+			return err
+		}
+		if resp.ExitCode != 0 || string(resp.Stdout) != cfg.Hostname+"\n" {
+			return fmt.Errorf("exit %d, stdout %q, stderr %q", resp.ExitCode, resp.Stdout, resp.Stderr)
+		}
+		return nil
+	})
+	ctrs, err := rt.ListContainers(callCtx(t), &runtime.ListContainersRequest{Filter: &runtime.ContainerFilter{PodSandboxId: sbID}})
+	if err != nil || len(ctrs.Containers) != 2 || ctrs.Containers[0].Id != webID || ctrs.Containers[1].Id != clientID {
+		t.Errorf("ListContainers(pod %s) = %v, %v; want web and client", sbID, ctrs.GetContainers(), err)
+	}
+
+	// The hostPort answers on the host.
+	url := fmt.Sprintf("http://127.0.0.1:%d/hostname", hostPort)
+	eventually(t, 10*time.Second, "GET "+url+" from the host", func() error {
+		body, err := httpGet(url)
+		if err == nil && body != cfg.Hostname+"\n" {
+			err = fmt.Errorf("body %q", body)
+		}
+		return err
+	})
+
+	// An exec that outlives its timeout fails promptly, and is killed.
+	begin := time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	_, err = rt.ExecSync(ctx, &runtime.ExecSyncRequest{ContainerId: clientID, Cmd: []string{"sleep", "10"}, Timeout: 1})
+	cancel()
+	took := time.Since(begin)
+	wantCode(t, "ExecSync(sleep 10) with a 1 s timeout", err, codes.DeadlineExceeded)
+	if took > 5*time.Second {
+		t.Errorf("ExecSync with a 1 s timeout answered after %s", took)
+	}
+	t.Logf("ExecSync with a 1 s timeout answered in %s: %v", took, err)
+	eventually(t, 5*time.Second, "the timed-out exec is killed", func() error {
+		ps, _ := execSync(t, rt, clientID, "ps", "-o", "pid,args")
+		if strings.Contains(ps, "sleep 10") {
+			return fmt.Errorf("still running:\n%s", ps)
+		}
+		return nil
+	})
+
+	// StopContainer: SIGKILL at once with no timeout; the stop signal with one.
+	if _, err := rt.StopContainer(podCtx(t), &runtime.StopContainerRequest{ContainerId: webID, Timeout: 0}); err != nil {
+		t.Fatalf("StopContainer(web): %v", err)
+	}
+	web = containerStatus(t, rt, webID).Status
+	if web.State != runtime.ContainerState_CONTAINER_EXITED || web.ExitCode != 137 || web.Reason != "Error" || web.FinishedAt < web.StartedAt {
+		t.Errorf("web after StopContainer: state %s, exit %d, reason %q, started %d, finished %d; want EXITED 137 Error",
+			web.State, web.ExitCode, web.Reason, web.StartedAt, web.FinishedAt)
+	}
+	begin = time.Now()
+	if _, err := rt.StopContainer(podCtx(t), &runtime.StopContainerRequest{ContainerId: clientID, Timeout: 30}); err != nil {
+		t.Fatalf("StopContainer(client): %v", err)
+	}
+	if took := time.Since(begin); took > 10*time.Second {
+		t.Errorf("StopContainer(client), which exits on SIGTERM, took %s", took)
+	}
+	client := containerStatus(t, rt, clientID).Status
+	if client.State != runtime.ContainerState_CONTAINER_EXITED || client.ExitCode != 7 || client.Reason != "Error" || client.FinishedAt < client.StartedAt {
+		t.Errorf("client after StopContainer: state %s, exit %d, reason %q; want EXITED 7 Error", client.State, client.ExitCode, client.Reason)
+	}
+	for _, id := range []string{webID, clientID} {
+		if _, err := rt.StopContainer(podCtx(t), &runtime.StopContainerRequest{ContainerId: id, Timeout: 1}); err != nil {
+			t.Errorf("StopContainer(%s) again: %v", id, err)
+		}
+	}
+
+	// StopPodSandbox: not ready, network gone.
+	for range 2 {
+		if _, err := rt.StopPodSandbox(podCtx(t), &runtime.StopPodSandboxRequest{PodSandboxId: sbID}); err != nil {
+			t.Fatalf("StopPodSandbox: %v", err)
+		}
+	}
+	if st := sandboxStatus(t, rt, sbID).Status; st.State != runtime.PodSandboxState_SANDBOX_NOTREADY {
+		t.Errorf("state after StopPodSandbox = %s", st.State)
+	}
+	if _, err := os.Stat(netnsPath); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("netns %s after StopPodSandbox: %v, want it gone", netnsPath, err)
+	}
+	if ips := ipAllocations(t, sbID); len(ips) != 0 {
+		t.Errorf("host-local allocations of %s after StopPodSandbox: %q", sbID, ips)
+	}
+	if rules, _ := hostPortRules(t, sbID); len(rules) != 0 {
+		t.Errorf("hostPort rules after StopPodSandbox: %q", rules)
+	}
+	if _, err := httpGet(url); err == nil {
+		t.Errorf("GET %s answers after StopPodSandbox", url)
+	}
+
+	// RemovePodSandbox: gone, containers too, and nothing left anywhere.
+	for range 2 {
+		if _, err := rt.RemovePodSandbox(podCtx(t), &runtime.RemovePodSandboxRequest{PodSandboxId: sbID}); err != nil {
+			t.Fatalf("RemovePodSandbox: %v", err)
+		}
+	}
+	if list, err := rt.ListPodSandbox(callCtx(t), &runtime.ListPodSandboxRequest{}); err != nil || len(list.Items) != 0 {
+		t.Errorf("ListPodSandbox after RemovePodSandbox = %v, %v", list.GetItems(), err)
+	}
+	if ctrs, err := rt.ListContainers(callCtx(t), &runtime.ListContainersRequest{}); err != nil || len(ctrs.Containers) != 0 {
+		t.Errorf("ListContainers after RemovePodSandbox = %v, %v", ctrs.GetContainers(), err)
+	}
+	_, err = rt.PodSandboxStatus(callCtx(t), &runtime.PodSandboxStatusRequest{PodSandboxId: sbID})
+	wantCode(t, "PodSandboxStatus of a removed pod", err, codes.NotFound)
+	_, err = rt.ContainerStatus(callCtx(t), &runtime.ContainerStatusRequest{ContainerId: webID})
+	wantCode(t, "ContainerStatus of a removed pod's container", err, codes.NotFound)
+	for _, id := range []string{webID, clientID} {
+		if _, err := rt.StopContainer(callCtx(t), &runtime.StopContainerRequest{ContainerId: id}); err != nil {
+			t.Errorf("StopContainer of removed %s: %v", id, err)
+		}
+		if _, err := rt.RemoveContainer(callCtx(t), &runtime.RemoveContainerRequest{ContainerId: id}); err != nil {
+			t.Errorf("RemoveContainer of removed %s: %v", id, err)
+		}
+	}
+	if _, err := rt.StopPodSandbox(callCtx(t), &runtime.StopPodSandboxRequest{PodSandboxId: sbID}); err != nil {
+		t.Errorf("StopPodSandbox of a removed pod: %v", err)
+	}
+	eventually(t, 10*time.Second, "nothing of the pod is left", func() error {
+		return e.leftovers(sbID, webID, clientID)
+	})
+	if _, err := os.Stat(wantLog); err != nil {
+		t.Errorf("the log outlives its container (the kubelet removes it): %v", err)
+	}
+}
+
+// Unknown IDs: stopping and removing succeed, status is NotFound.
+func TestPodUnknownIDs(t *testing.T) {
+	t.Parallel()
+	e := newPodEnv(t)
+	rt, _ := e.serve()
+	ctx := callCtx(t)
+	unknown := strings.Repeat("ab", 32)
+
+	if _, err := rt.StopPodSandbox(ctx, &runtime.StopPodSandboxRequest{PodSandboxId: unknown}); err != nil {
+		t.Errorf("StopPodSandbox(unknown) = %v, want success", err)
+	}
+	if _, err := rt.RemovePodSandbox(ctx, &runtime.RemovePodSandboxRequest{PodSandboxId: unknown}); err != nil {
+		t.Errorf("RemovePodSandbox(unknown) = %v, want success", err)
+	}
+	if _, err := rt.StopContainer(ctx, &runtime.StopContainerRequest{ContainerId: unknown}); err != nil {
+		t.Errorf("StopContainer(unknown) = %v, want success", err)
+	}
+	if _, err := rt.RemoveContainer(ctx, &runtime.RemoveContainerRequest{ContainerId: unknown}); err != nil {
+		t.Errorf("RemoveContainer(unknown) = %v, want success", err)
+	}
+	_, err := rt.PodSandboxStatus(ctx, &runtime.PodSandboxStatusRequest{PodSandboxId: unknown})
+	wantCode(t, "PodSandboxStatus(unknown)", err, codes.NotFound)
+	_, err = rt.ContainerStatus(ctx, &runtime.ContainerStatusRequest{ContainerId: unknown})
+	wantCode(t, "ContainerStatus(unknown)", err, codes.NotFound)
+	_, err = rt.StartContainer(ctx, &runtime.StartContainerRequest{ContainerId: unknown})
+	wantCode(t, "StartContainer(unknown)", err, codes.NotFound)
+	_, err = rt.ExecSync(ctx, &runtime.ExecSyncRequest{ContainerId: unknown, Cmd: []string{"true"}})
+	wantCode(t, "ExecSync(unknown)", err, codes.NotFound)
+	_, err = rt.CreateContainer(ctx, &runtime.CreateContainerRequest{PodSandboxId: unknown, Config: busybox("c", "true")})
+	wantCode(t, "CreateContainer in an unknown pod", err, codes.NotFound)
+	if list, err := rt.ListPodSandbox(ctx, &runtime.ListPodSandboxRequest{}); err != nil || len(list.Items) != 0 {
+		t.Errorf("ListPodSandbox = %v, %v; want none", list.GetItems(), err)
+	}
+}
+
+// Bad input is InvalidArgument; a pod or container name taken is AlreadyExists.
+func TestPodBadInputAndNameClash(t *testing.T) {
+	t.Parallel()
+	e := newPodEnv(t)
+	rt, ic := e.serve()
+	ctx := callCtx(t)
+
+	noUID := e.podConfig("no-uid")
+	noUID.Metadata.Uid = ""
+	for what, cfg := range map[string]*runtime.PodSandboxConfig{
+		"no config":   nil,
+		"no metadata": {Hostname: "x"},
+		"no uid":      noUID,
+	} {
+		_, err := rt.RunPodSandbox(ctx, &runtime.RunPodSandboxRequest{Config: cfg})
+		wantCode(t, "RunPodSandbox with "+what, err, codes.InvalidArgument)
+	}
+	_, err := rt.RunPodSandbox(ctx, &runtime.RunPodSandboxRequest{Config: e.podConfig("bad-handler"), RuntimeHandler: "no-such-handler"})
+	wantCode(t, "RunPodSandbox with an unknown runtime handler", err, codes.InvalidArgument)
+	calls := map[string]func() error{
+		"PodSandboxStatus": func() error {
+			_, err := rt.PodSandboxStatus(ctx, &runtime.PodSandboxStatusRequest{})
+			return err
+		},
+		"StopPodSandbox": func() error {
+			_, err := rt.StopPodSandbox(ctx, &runtime.StopPodSandboxRequest{})
+			return err
+		},
+		"RemovePodSandbox": func() error {
+			_, err := rt.RemovePodSandbox(ctx, &runtime.RemovePodSandboxRequest{})
+			return err
+		},
+		"CreateContainer": func() error {
+			_, err := rt.CreateContainer(ctx, &runtime.CreateContainerRequest{Config: busybox("c", "true")})
+			return err
+		},
+		"StartContainer": func() error {
+			_, err := rt.StartContainer(ctx, &runtime.StartContainerRequest{})
+			return err
+		},
+		"StopContainer": func() error {
+			_, err := rt.StopContainer(ctx, &runtime.StopContainerRequest{})
+			return err
+		},
+		"RemoveContainer": func() error {
+			_, err := rt.RemoveContainer(ctx, &runtime.RemoveContainerRequest{})
+			return err
+		},
+		"ContainerStatus": func() error {
+			_, err := rt.ContainerStatus(ctx, &runtime.ContainerStatusRequest{})
+			return err
+		},
+		"ExecSync": func() error {
+			_, err := rt.ExecSync(ctx, &runtime.ExecSyncRequest{Cmd: []string{"true"}})
+			return err
+		},
+	}
+	for name, call := range calls {
+		wantCode(t, name+" with no ID", call(), codes.InvalidArgument)
+	}
+	if list, err := rt.ListPodSandbox(ctx, &runtime.ListPodSandboxRequest{}); err != nil || len(list.Items) != 0 {
+		t.Errorf("ListPodSandbox after failed runs = %v, %v; want none", list.GetItems(), err)
+	}
+
+	pull(t, ic, busyboxRef)
+	cfg := e.podConfig("dup")
+	sbID := runPod(t, rt, cfg)
+	_, err = rt.RunPodSandbox(podCtx(t), &runtime.RunPodSandboxRequest{Config: cfg})
+	wantCode(t, "RunPodSandbox of a pod name taken", err, codes.AlreadyExists)
+	if err != nil && !strings.Contains(status.Convert(err).Message(), sbID) {
+		t.Errorf("AlreadyExists error %q does not name the pod holding the name, %s", status.Convert(err).Message(), sbID)
+	}
+
+	_, err = rt.CreateContainer(ctx, &runtime.CreateContainerRequest{PodSandboxId: sbID, Config: &runtime.ContainerConfig{Image: &runtime.ImageSpec{Image: busyboxRef}}, SandboxConfig: cfg})
+	wantCode(t, "CreateContainer with no metadata", err, codes.InvalidArgument)
+	_, err = rt.CreateContainer(ctx, &runtime.CreateContainerRequest{PodSandboxId: sbID, Config: &runtime.ContainerConfig{Metadata: &runtime.ContainerMetadata{Name: "noimage"}}, SandboxConfig: cfg})
+	wantCode(t, "CreateContainer with no image", err, codes.InvalidArgument)
+	ctrCfg := busybox("sleeper", "exec sleep 3600")
+	id := startContainer(t, rt, sbID, cfg, ctrCfg)
+	_, err = rt.CreateContainer(ctx, &runtime.CreateContainerRequest{PodSandboxId: sbID, Config: ctrCfg, SandboxConfig: cfg})
+	wantCode(t, "CreateContainer of a container name taken", err, codes.AlreadyExists)
+	_, err = rt.ExecSync(ctx, &runtime.ExecSyncRequest{ContainerId: id})
+	wantCode(t, "ExecSync with no command", err, codes.InvalidArgument)
+	_, err = rt.StartContainer(ctx, &runtime.StartContainerRequest{ContainerId: id})
+	wantCode(t, "StartContainer of a running container", err, codes.FailedPrecondition)
+
+	// The name is free again once the pod is removed.
+	if _, err := rt.RemovePodSandbox(podCtx(t), &runtime.RemovePodSandboxRequest{PodSandboxId: sbID}); err != nil {
+		t.Fatalf("RemovePodSandbox: %v", err)
+	}
+	again := runPod(t, rt, cfg)
+	if _, err := rt.RemovePodSandbox(podCtx(t), &runtime.RemovePodSandboxRequest{PodSandboxId: again}); err != nil {
+		t.Fatalf("RemovePodSandbox: %v", err)
+	}
+	eventually(t, 10*time.Second, "nothing of the pods is left", func() error {
+		return errors.Join(e.leftovers(sbID, id), e.leftovers(again))
+	})
+}

@@ -1,0 +1,345 @@
+//go:build integration
+
+package integration
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/peapod-cri/peapod/failpoint"
+)
+
+// criView is what peapod answers about a pod and its containers.
+type criView struct {
+	pods       *runtime.ListPodSandboxResponse
+	pod        *runtime.PodSandboxStatusResponse
+	containers *runtime.ListContainersResponse
+	status     map[string]*runtime.ContainerStatusResponse
+}
+
+func viewOf(t *testing.T, rt runtime.RuntimeServiceClient, sandboxID string, containerIDs []string) criView {
+	t.Helper()
+	v := criView{pod: sandboxStatus(t, rt, sandboxID), status: map[string]*runtime.ContainerStatusResponse{}}
+	var err error
+	if v.pods, err = rt.ListPodSandbox(callCtx(t), &runtime.ListPodSandboxRequest{}); err != nil {
+		t.Fatalf("ListPodSandbox: %v", err)
+	}
+	if v.containers, err = rt.ListContainers(callCtx(t), &runtime.ListContainersRequest{}); err != nil {
+		t.Fatalf("ListContainers: %v", err)
+	}
+	for _, id := range containerIDs {
+		v.status[id] = containerStatus(t, rt, id)
+	}
+	return v
+}
+
+// writerLines reads the writer's log, whose lines are "line 0", "line 1"…
+// in order: a gap or a restart of the count means the writer was disturbed.
+func writerLines(path string) ([]logLine, error) {
+	lines, err := readLog(path)
+	if err != nil {
+		return nil, err
+	}
+	for i, l := range lines {
+		if want := fmt.Sprintf("line %d", i); l.msg != want || l.stream != "stdout" || l.tag != "F" {
+			return nil, fmt.Errorf("%s: entry %d is %+v, want stdout F %q", path, i, l, want)
+		}
+	}
+	return lines, nil
+}
+
+// Running pods outlive peapod: after a SIGKILL and a restart, List and
+// Status answer as before, a container that exited meanwhile shows its exit,
+// a running one was not disturbed and its log kept flowing.
+func TestRestartKeepsPodsRunning(t *testing.T) {
+	t.Parallel()
+	e := newPodEnv(t)
+	rt, ic := e.serve()
+	pull(t, ic, busyboxRef)
+
+	signals := tempDir(t)
+	signalMount := &runtime.Mount{HostPath: signals, ContainerPath: "/signal"}
+	cfg := e.podConfig("survivor")
+	sbID := runPod(t, rt, cfg)
+	writerID := startContainer(t, rt, sbID, cfg, busybox("writer", `i=0; while true; do echo "line $i"; i=$((i+1)); sleep 0.1; done`))
+	// exiter exits while peapod is down, late after it is back.
+	exiterID := startContainer(t, rt, sbID, cfg, busybox("exiter", `until [ -e /signal/exit ]; do sleep 0.1; done; exit 3`, signalMount))
+	lateID := startContainer(t, rt, sbID, cfg, busybox("late", `until [ -e /signal/late ]; do sleep 0.1; done; exit 4`, signalMount))
+	ids := []string{writerID, exiterID, lateID}
+	writerLog := filepath.Join(cfg.LogDirectory, "writer.log")
+	countLines := func() int {
+		lines, err := writerLines(writerLog)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(lines)
+	}
+	eventually(t, 10*time.Second, "the writer logs", func() error {
+		if n := countLines(); n < 3 {
+			return fmt.Errorf("%d lines", n)
+		}
+		return nil
+	})
+
+	before := viewOf(t, rt, sbID, ids)
+	if st := before.pod.Status; st.State != runtime.PodSandboxState_SANDBOX_READY || st.GetNetwork().GetIp() == "" {
+		t.Fatalf("pod before the restart: %v", st)
+	}
+	for _, id := range ids {
+		if st := before.status[id].Status; st.State != runtime.ContainerState_CONTAINER_RUNNING {
+			t.Fatalf("container %s before the restart: %v", st.Metadata.Name, st)
+		}
+	}
+	writerPid := infoPid(t, before.status[writerID].Info)
+	podPid := infoPid(t, before.pod.Info)
+	if writerPid <= 0 || podPid <= 0 {
+		t.Fatalf("verbose status pids: writer %d, pause %d", writerPid, podPid)
+	}
+	writerStart := processStart(t, writerPid)
+
+	e.d.signal(syscall.SIGKILL)
+	e.d.wait(5 * time.Second)
+	killed := time.Now()
+	atKill := countLines()
+
+	// While peapod is down: exiter exits, the writer writes on.
+	if err := os.WriteFile(filepath.Join(signals, "exit"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "exiter's task stops while peapod is down", func() error {
+		if st := e.taskStatus(exiterID); st != "stopped" {
+			return fmt.Errorf("task status %q", st)
+		}
+		return nil
+	})
+	eventually(t, 10*time.Second, "the writer logs while peapod is down", func() error {
+		if n := countLines(); n < atKill+10 {
+			return fmt.Errorf("%d lines, %d at the kill", n, atKill)
+		}
+		return nil
+	})
+	atRestart := countLines()
+	t.Logf("the writer logged %d lines while peapod was down for %s", atRestart-atKill, time.Since(killed))
+
+	rt, _ = e.serve()
+	restarted := time.Now()
+	after := viewOf(t, rt, sbID, ids)
+
+	// The pod answers exactly as before.
+	if !proto.Equal(before.pods, after.pods) {
+		t.Errorf("ListPodSandbox after the restart:\n%v\nbefore:\n%v", after.pods, before.pods)
+	}
+	if !proto.Equal(before.pod, after.pod) {
+		t.Errorf("PodSandboxStatus after the restart:\n%v\nbefore:\n%v", after.pod, before.pod)
+	}
+	if pid := infoPid(t, after.pod.Info); pid != podPid {
+		t.Errorf("pause pid after the restart %d, before %d", pid, podPid)
+	}
+	// The containers too, but for exiter's exit.
+	wantList := proto.Clone(before.containers).(*runtime.ListContainersResponse)
+	for _, c := range wantList.Containers {
+		if c.Id == exiterID {
+			c.State = runtime.ContainerState_CONTAINER_EXITED
+		}
+	}
+	if !proto.Equal(wantList, after.containers) {
+		t.Errorf("ListContainers after the restart:\n%v\nwant:\n%v", after.containers, wantList)
+	}
+	for _, id := range []string{writerID, lateID} {
+		if !proto.Equal(before.status[id], after.status[id]) {
+			t.Errorf("ContainerStatus(%s) after the restart:\n%v\nbefore:\n%v", id, after.status[id], before.status[id])
+		}
+	}
+	ex := after.status[exiterID].Status
+	wantEx := proto.Clone(before.status[exiterID].Status).(*runtime.ContainerStatus)
+	wantEx.State, wantEx.ExitCode, wantEx.Reason, wantEx.FinishedAt = runtime.ContainerState_CONTAINER_EXITED, 3, "Error", ex.FinishedAt
+	if !proto.Equal(ex, wantEx) {
+		t.Errorf("ContainerStatus(exiter) after the restart:\n%v\nwant:\n%v", ex, wantEx)
+	}
+	if fin := time.Unix(0, ex.FinishedAt); fin.Before(killed) || fin.After(restarted) {
+		t.Errorf("exiter finished at %s, want between the kill (%s) and the restart (%s)", fin, killed, restarted)
+	}
+
+	// The writer was never interrupted: same process, and a log without a gap.
+	if pid := infoPid(t, after.status[writerID].Info); pid != writerPid {
+		t.Errorf("writer pid after the restart %d, before %d", pid, writerPid)
+	}
+	if st := processStart(t, writerPid); st != writerStart {
+		t.Errorf("writer pid %d started at tick %s, before the restart at %s: not the same process", writerPid, st, writerStart)
+	}
+	eventually(t, 10*time.Second, "the writer logs after the restart", func() error {
+		if n := countLines(); n < atRestart+10 {
+			return fmt.Errorf("%d lines, %d at the restart", n, atRestart)
+		}
+		return nil
+	})
+	lines, err := writerLines(writerLog)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var maxGap time.Duration
+	for i := 1; i < len(lines); i++ {
+		maxGap = max(maxGap, lines[i].time.Sub(lines[i-1].time))
+	}
+	t.Logf("writer: %d lines, longest pause between two %s", len(lines), maxGap)
+	if maxGap > 3*time.Second {
+		t.Errorf("the writer's log has a %s gap", maxGap)
+	}
+
+	// Exits are followed after the restart; exec works.
+	if err := os.WriteFile(filepath.Join(signals, "late"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "late's exit is seen by the restarted peapod", func() error {
+		st := containerStatus(t, rt, lateID).Status
+		if st.State != runtime.ContainerState_CONTAINER_EXITED || st.ExitCode != 4 || st.FinishedAt == 0 {
+			return fmt.Errorf("state %s, exit code %d, finished %d", st.State, st.ExitCode, st.FinishedAt)
+		}
+		return nil
+	})
+	if out, code := execSync(t, rt, writerID, "echo", "alive"); out != "alive\n" || code != 0 {
+		t.Errorf("ExecSync after the restart: %q, exit %d", out, code)
+	}
+
+	// Everything stops and goes.
+	if _, err := rt.StopPodSandbox(podCtx(t), &runtime.StopPodSandboxRequest{PodSandboxId: sbID}); err != nil {
+		t.Fatalf("StopPodSandbox: %v", err)
+	}
+	if st := containerStatus(t, rt, writerID).Status; st.State != runtime.ContainerState_CONTAINER_EXITED {
+		t.Errorf("writer after StopPodSandbox: %v", st)
+	}
+	if _, err := rt.RemovePodSandbox(podCtx(t), &runtime.RemovePodSandboxRequest{PodSandboxId: sbID}); err != nil {
+		t.Fatalf("RemovePodSandbox: %v", err)
+	}
+	if list, err := rt.ListPodSandbox(callCtx(t), &runtime.ListPodSandboxRequest{}); err != nil || len(list.Items) != 0 {
+		t.Errorf("ListPodSandbox after RemovePodSandbox = %v, %v", list.GetItems(), err)
+	}
+	if list, err := rt.ListContainers(callCtx(t), &runtime.ListContainersRequest{}); err != nil || len(list.Containers) != 0 {
+		t.Errorf("ListContainers after RemovePodSandbox = %v, %v", list.GetContainers(), err)
+	}
+	eventually(t, 10*time.Second, "nothing of the pod is left", func() error {
+		return e.leftovers(sbID, ids...)
+	})
+}
+
+// processStart is the start time of a process, in clock ticks since boot:
+// with its pid, it names the process.
+func processStart(t *testing.T, pid int) string {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		t.Fatalf("process %d: %v", pid, err)
+	}
+	// The fields after the command (in parentheses, maybe with spaces).
+	fields := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
+	if len(fields) < 20 {
+		t.Fatalf("/proc/%d/stat: %q", pid, b)
+	}
+	return fields[19] // starttime, field 22 of stat
+}
+
+// A RunPodSandbox cut short by a crash at any step leaves nothing behind
+// once peapod is back, and the pod can be run again.
+func TestRestartFailpointsRunPodSandbox(t *testing.T) {
+	t.Parallel()
+	for _, fp := range []struct {
+		name string
+		// What the interrupted run has made when peapod dies.
+		container, network, task bool
+	}{
+		{name: "sandbox-run:after-netns"},
+		{name: "sandbox-run:after-files"},
+		{name: "sandbox-run:after-container", container: true},
+		{name: "sandbox-run:after-cni-add", container: true, network: true},
+		{name: "sandbox-run:before-task", container: true, network: true},
+		{name: "sandbox-run:after-start", container: true, network: true, task: true},
+	} {
+		t.Run(fp.name, func(t *testing.T) {
+			t.Parallel()
+			e := newPodEnv(t)
+			d := e.start(failpoint.EnvVar + "=" + fp.name)
+			rt := d.waitServing()
+			cfg := e.podConfig("crash")
+			cfg.PortMappings = []*runtime.PortMapping{{Protocol: runtime.Protocol_TCP, ContainerPort: 80, HostPort: int32(freePort(t))}}
+
+			_, err := rt.RunPodSandbox(podCtx(t), &runtime.RunPodSandboxRequest{Config: cfg})
+			if err == nil {
+				t.Fatalf("RunPodSandbox succeeded with failpoint %s armed", fp.name)
+			}
+			wantCode(t, "RunPodSandbox as peapod dies", err, codes.Unavailable)
+			d.wait(10 * time.Second)
+			if !strings.Contains(d.stderr.String(), "Failpoint hit") {
+				t.Errorf("peapod exited without hitting its failpoint:\n%s", d.stderr.String())
+			}
+
+			// What the interrupted run left proves where it was cut.
+			if ns := e.netnsFiles(); len(ns) != 1 {
+				t.Errorf("pinned network namespaces after the crash: %q, want one", ns)
+			}
+			ctrs := e.containerdContainers()
+			var sbID string
+			switch {
+			case fp.container && len(ctrs) == 1:
+				sbID = ctrs[0]
+			case fp.container || len(ctrs) != 0:
+				t.Fatalf("containerd containers after the crash: %q, want %d", ctrs, map[bool]int{true: 1}[fp.container])
+			}
+			if sbID != "" {
+				if ips := ipAllocations(t, sbID); (len(ips) == 1) != fp.network {
+					t.Errorf("IP allocations of %s after the crash: %q, want network set up: %v", sbID, ips, fp.network)
+				}
+				if st := e.taskStatus(sbID); (st == "running") != fp.task {
+					t.Errorf("pause task of %s after the crash: %q, want running: %v", sbID, st, fp.task)
+				}
+				if procs := processesOf(sbID); (len(procs) > 0) != fp.task {
+					t.Errorf("processes of sandbox %s after the crash: %q, want its pause: %v", sbID, procs, fp.task)
+				}
+			}
+
+			// Back without the failpoint: the half-made sandbox is gone.
+			rt, _ = e.serve()
+			eventually(t, 30*time.Second, "recovery removes the interrupted sandbox", func() error {
+				list, err := rt.ListPodSandbox(callCtx(t), &runtime.ListPodSandboxRequest{})
+				if err != nil {
+					return err
+				}
+				if len(list.Items) != 0 {
+					return fmt.Errorf("ListPodSandbox = %v", list.Items)
+				}
+				return e.leftovers(sbID)
+			})
+
+			// The name is free: the kubelet's retry succeeds.
+			id := runPod(t, rt, cfg)
+			if id == sbID {
+				t.Errorf("the retry got the interrupted sandbox's ID %s", id)
+			}
+			if st := sandboxStatus(t, rt, id).Status; st.State != runtime.PodSandboxState_SANDBOX_READY {
+				t.Errorf("retried pod: %v", st)
+			}
+			if _, err := rt.StopPodSandbox(podCtx(t), &runtime.StopPodSandboxRequest{PodSandboxId: id}); err != nil {
+				t.Fatalf("StopPodSandbox: %v", err)
+			}
+			if _, err := rt.RemovePodSandbox(podCtx(t), &runtime.RemovePodSandboxRequest{PodSandboxId: id}); err != nil {
+				t.Fatalf("RemovePodSandbox: %v", err)
+			}
+			eventually(t, 10*time.Second, "nothing of the retried pod is left", func() error {
+				return errors.Join(e.leftovers(id), e.leftovers(sbID))
+			})
+			if _, err := rt.PodSandboxStatus(callCtx(t), &runtime.PodSandboxStatusRequest{PodSandboxId: id}); status.Code(err) != codes.NotFound {
+				t.Errorf("PodSandboxStatus of the removed pod: %v, want NotFound", err)
+			}
+		})
+	}
+}

@@ -1,0 +1,50 @@
+package server
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/containerd/errdefs"
+	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/peapod-cri/peapod/container"
+	"github.com/peapod-cri/peapod/sandbox"
+)
+
+// Streaming is what the server needs of the streaming package.
+type Streaming interface {
+	GetExec(*runtime.ExecRequest) (*runtime.ExecResponse, error)
+	GetPortForward(*runtime.PortForwardRequest) (*runtime.PortForwardResponse, error)
+}
+
+// Exec returns the URL of a streaming exec session in a running container.
+func (s *Service) Exec(ctx context.Context, r *runtime.ExecRequest) (*runtime.ExecResponse, error) {
+	if r.GetContainerId() == "" || len(r.GetCmd()) == 0 {
+		return nil, fmt.Errorf("Exec needs a container ID and a command: %w", errdefs.ErrInvalidArgument)
+	}
+	c, err := s.containers.Get(ctx, r.GetContainerId())
+	if err != nil {
+		return nil, err
+	}
+	if c.State != container.StateRunning {
+		return nil, fmt.Errorf("container %s is not running: %w", c.ID, errdefs.ErrFailedPrecondition)
+	}
+	r.ContainerId = c.ID // a prefix may have been given
+	return s.streaming.GetExec(r)
+}
+
+// PortForward returns the URL of a port-forward session into a ready pod.
+func (s *Service) PortForward(ctx context.Context, r *runtime.PortForwardRequest) (*runtime.PortForwardResponse, error) {
+	if r.GetPodSandboxId() == "" {
+		return nil, fmt.Errorf("PortForward: no pod sandbox ID given: %w", errdefs.ErrInvalidArgument)
+	}
+	sb, err := s.sandboxes.Get(ctx, r.GetPodSandboxId())
+	if err != nil {
+		return nil, err
+	}
+	if sb.State != sandbox.StateReady {
+		return nil, fmt.Errorf("pod sandbox %s is not ready: %w", sb.ID, errdefs.ErrFailedPrecondition)
+	}
+	r.PodSandboxId = sb.ID
+	return s.streaming.GetPortForward(r)
+}
