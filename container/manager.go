@@ -11,7 +11,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"path/filepath"
 	"sync"
@@ -29,6 +28,7 @@ import (
 
 	"github.com/peapod-cri/peapod/image"
 	"github.com/peapod-cri/peapod/monitor"
+	"github.com/peapod-cri/peapod/record"
 	"github.com/peapod-cri/peapod/sandbox"
 	"github.com/peapod-cri/peapod/store"
 )
@@ -118,36 +118,16 @@ func (m *Manager) pidFile(id string) string {
 	return filepath.Join(m.config.StateDir, "containers", id, "log-driver.pid")
 }
 
+// persist writes the record to the container's containerd container.
 func (m *Manager) persist(ctx context.Context, rec Record) error {
-	ctr, err := m.client.LoadContainer(ctx, rec.ID)
-	if err != nil {
-		return fmt.Errorf("loading container %s: %w", rec.ID, err)
-	}
-	err = ctr.Update(ctx, func(_ context.Context, _ *client.Client, c *containers.Container) error {
-		ext, err := typeurl.MarshalAny(&rec)
-		if err != nil {
-			return err
-		}
-		if c.Extensions == nil {
-			c.Extensions = map[string]typeurl.Any{}
-		}
-		c.Extensions[recordExtension] = ext
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("recording state of container %s: %w", rec.ID, err)
-	}
-	return nil
+	return record.Save(ctx, m.client, rec.ID, recordExtension, &rec)
 }
 
+// decode reads a container back from its containerd container.
 func decode(c containers.Container) (*Container, error) {
-	ext, ok := c.Extensions[recordExtension]
-	if !ok {
-		return nil, fmt.Errorf("container %s has no record", c.ID)
-	}
 	var rec Record
-	if err := json.Unmarshal(ext.GetValue(), &rec); err != nil {
-		return nil, fmt.Errorf("decoding record of container %s: %w", c.ID, err)
+	if err := record.Load(c, recordExtension, &rec); err != nil {
+		return nil, err
 	}
 	cfg := &runtime.ContainerConfig{}
 	if err := proto.Unmarshal(rec.Config, cfg); err != nil {

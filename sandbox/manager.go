@@ -11,7 +11,6 @@ package sandbox
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -30,6 +29,7 @@ import (
 	"github.com/peapod-cri/peapod/image"
 	"github.com/peapod-cri/peapod/monitor"
 	"github.com/peapod-cri/peapod/network"
+	"github.com/peapod-cri/peapod/record"
 	"github.com/peapod-cri/peapod/store"
 )
 
@@ -108,40 +108,14 @@ func (m *Manager) List(ctx context.Context) ([]Sandbox, error) {
 
 // persist writes the record to the sandbox's containerd container.
 func (m *Manager) persist(ctx context.Context, rec Record) error {
-	ctr, err := m.client.LoadContainer(ctx, rec.ID)
-	if err != nil {
-		return fmt.Errorf("loading container of sandbox %s: %w", rec.ID, err)
-	}
-	err = ctr.Update(ctx, func(_ context.Context, _ *client.Client, c *containers.Container) error {
-		return setRecord(c, &rec)
-	})
-	if err != nil {
-		return fmt.Errorf("recording state of sandbox %s: %w", rec.ID, err)
-	}
-	return nil
-}
-
-func setRecord(c *containers.Container, rec *Record) error {
-	ext, err := typeurl.MarshalAny(rec)
-	if err != nil {
-		return err
-	}
-	if c.Extensions == nil {
-		c.Extensions = map[string]typeurl.Any{}
-	}
-	c.Extensions[recordExtension] = ext
-	return nil
+	return record.Save(ctx, m.client, rec.ID, recordExtension, &rec)
 }
 
 // decode reads a sandbox back from its containerd container.
 func decode(c containers.Container) (*Sandbox, error) {
-	ext, ok := c.Extensions[recordExtension]
-	if !ok {
-		return nil, fmt.Errorf("container %s has no sandbox record", c.ID)
-	}
 	var rec Record
-	if err := json.Unmarshal(ext.GetValue(), &rec); err != nil {
-		return nil, fmt.Errorf("decoding sandbox record of %s: %w", c.ID, err)
+	if err := record.Load(c, recordExtension, &rec); err != nil {
+		return nil, err
 	}
 	cfg := &runtime.PodSandboxConfig{}
 	if err := proto.Unmarshal(rec.Config, cfg); err != nil {
