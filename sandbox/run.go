@@ -29,6 +29,9 @@ func (m *Manager) Run(ctx context.Context, cfg *runtime.PodSandboxConfig, handle
 	if md.GetName() == "" || md.GetNamespace() == "" || md.GetUid() == "" {
 		return "", fmt.Errorf("pod sandbox metadata needs a name, namespace and uid: %w", errdefs.ErrInvalidArgument)
 	}
+	if _, err := bandwidth(cfg.GetAnnotations()); err != nil {
+		return "", fmt.Errorf("pod sandbox bandwidth: %v: %w", err, errdefs.ErrInvalidArgument)
+	}
 	if handler != "" && handler != "runc" {
 		return "", fmt.Errorf("unknown runtime handler %q: %w", handler, errdefs.ErrInvalidArgument)
 	}

@@ -114,6 +114,8 @@ func (m *Manager) podNetwork(sb *Sandbox) network.Pod {
 	if dns := cfg.GetDnsConfig(); dns != nil {
 		pod.DNS = &network.DNS{Servers: dns.GetServers(), Searches: dns.GetSearches(), Options: dns.GetOptions()}
 	}
+	// Validated in Run; an annotation that does not parse is no limit here.
+	pod.Bandwidth, _ = bandwidth(cfg.GetAnnotations())
 	return pod
 }
 
