@@ -40,6 +40,9 @@ func (s *Service) ContainerStatus(ctx context.Context, r *runtime.ContainerStatu
 		Mounts:      cfg.GetMounts(),
 		LogPath:     c.LogPath,
 	}
+	if res := cfg.GetLinux().GetResources(); res != nil {
+		st.Resources = &runtime.ContainerResources{Linux: res}
+	}
 	resp := &runtime.ContainerStatusResponse{Status: st}
 	if r.GetVerbose() {
 		info, err := json.Marshal(map[string]any{"pid": c.Pid, "sandboxID": c.SandboxID, "config": cfg})

@@ -63,6 +63,7 @@ type Containers interface {
 	ExecSync(ctx context.Context, id string, cmd []string, timeout time.Duration) (*container.ExecResult, error)
 	ReopenLog(ctx context.Context, id string) error
 	Stats(ctx context.Context, c container.Container) (container.Stats, error)
+	UpdateResources(ctx context.Context, id string, r *runtime.LinuxContainerResources) error
 }
 
 // Backends are the packages the Service delegates to.

@@ -135,8 +135,8 @@ func TestUnimplementedRPCs(t *testing.T) {
 	}{
 		{"PodSandboxStats", func() error { _, err := rt.PodSandboxStats(ctx, &runtime.PodSandboxStatsRequest{}); return err }},
 		{"Attach", func() error { _, err := rt.Attach(ctx, &runtime.AttachRequest{}); return err }},
-		{"UpdateContainerResources", func() error {
-			_, err := rt.UpdateContainerResources(ctx, &runtime.UpdateContainerResourcesRequest{})
+		{"UpdatePodSandboxResources", func() error {
+			_, err := rt.UpdatePodSandboxResources(ctx, &runtime.UpdatePodSandboxResourcesRequest{})
 			return err
 		}},
 		{"GetContainerEvents", func() error {

@@ -1,0 +1,83 @@
+package container
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/core/containers"
+	"github.com/containerd/errdefs"
+	"github.com/containerd/typeurl/v2"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"google.golang.org/protobuf/proto"
+	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+// UpdateResources changes a container's CPU, memory and hugepage limits:
+// in its running task's cgroup, in its spec (for a later start), and in its
+// record (so a restarted peapod reports the new values).
+func (m *Manager) UpdateResources(ctx context.Context, id string, r *runtime.LinuxContainerResources) error {
+	if r == nil {
+		return fmt.Errorf("no Linux resources to update: %w", errdefs.ErrInvalidArgument)
+	}
+	c, err := m.Get(ctx, id)
+	if err != nil {
+		return err
+	}
+	unlock := m.index.Lock(c.ID)
+	defer unlock()
+	if c, err = m.index.Get(c.ID); err != nil {
+		return err
+	}
+	if c.State == StateExited {
+		return fmt.Errorf("container %s has exited: %w", c.ID, errdefs.ErrFailedPrecondition)
+	}
+	ctr, err := m.client.LoadContainer(ctx, c.ID)
+	if err != nil {
+		return err
+	}
+	spec, err := ctr.Spec(ctx)
+	if err != nil {
+		return fmt.Errorf("reading spec of container %s: %w", c.ID, err)
+	}
+	// A fresh set of limits: what the update leaves out is unlimited, as the
+	// kubelet's updates are complete descriptions.
+	var devices []specs.LinuxDeviceCgroup
+	if spec.Linux.Resources != nil {
+		devices = spec.Linux.Resources.Devices
+	}
+	spec.Linux.Resources = &specs.LinuxResources{Devices: devices}
+	for _, opt := range resourceOpts(r) {
+		if err := opt(ctx, nil, nil, spec); err != nil {
+			return fmt.Errorf("applying resources to container %s: %w", c.ID, err)
+		}
+	}
+	if c.State == StateRunning {
+		task, err := ctr.Task(ctx, nil)
+		if err != nil {
+			return fmt.Errorf("loading task of container %s: %w", c.ID, err)
+		}
+		if err := task.Update(ctx, client.WithResources(spec.Linux.Resources)); err != nil {
+			return fmt.Errorf("updating resources of container %s: %w", c.ID, err)
+		}
+	}
+	err = ctr.Update(ctx, func(_ context.Context, _ *client.Client, cc *containers.Container) error {
+		cc.Spec, err = typeurl.MarshalAny(spec)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("recording spec of container %s: %w", c.ID, err)
+	}
+
+	cfg := proto.Clone(c.Config).(*runtime.ContainerConfig)
+	if cfg.Linux == nil {
+		cfg.Linux = &runtime.LinuxContainerConfig{}
+	}
+	cfg.Linux.Resources = r
+	raw, err := proto.Marshal(cfg)
+	if err != nil {
+		return err
+	}
+	updated, _ := m.index.Update(c.ID, func(x *Container) { x.Config, x.Record.Config = cfg, raw })
+	return m.persist(ctx, updated.Record)
+}
