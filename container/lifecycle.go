@@ -17,6 +17,7 @@ import (
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 	"k8s.io/klog/v2"
 
+	"github.com/peapod-cri/peapod/eventbus"
 	"github.com/peapod-cri/peapod/image"
 	"github.com/peapod-cri/peapod/sandbox"
 )
@@ -98,6 +99,7 @@ func (m *Manager) Create(ctx context.Context, sandboxID string, cfg *runtime.Con
 		return "", fmt.Errorf("creating container %q in sandbox %s: %w", md.GetName(), sb.ID, err)
 	}
 	m.index.Add(c)
+	m.publish(c, eventbus.Created)
 	return id, nil
 }
 
@@ -139,11 +141,13 @@ func (m *Manager) Start(ctx context.Context, id string) error {
 		if perr := m.persist(ctx, failed.Record); perr != nil {
 			klog.ErrorS(perr, "Persisting start failure", "id", c.ID)
 		}
+		m.publish(&failed, eventbus.Stopped)
 		return fmt.Errorf("starting container %s: %w", c.ID, err)
 	}
 	started, _ := m.index.Update(c.ID, func(r *Container) {
 		r.State, r.StartedAt, r.Pid = StateRunning, time.Now(), task.Pid()
 	})
+	m.publish(&started, eventbus.Started)
 	m.watching.Store(c.ID, true)
 	go func() {
 		defer m.watching.Delete(c.ID)
@@ -287,5 +291,6 @@ func (m *Manager) Remove(ctx context.Context, id string) error {
 	_ = os.RemoveAll(filepath.Dir(m.pidFile(c.ID)))
 	m.stats.forget(c.ID)
 	m.index.Delete(c.ID)
+	m.publish(&c, eventbus.Deleted)
 	return nil
 }

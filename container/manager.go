@@ -26,6 +26,7 @@ import (
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 	"k8s.io/klog/v2"
 
+	"github.com/peapod-cri/peapod/eventbus"
 	"github.com/peapod-cri/peapod/image"
 	"github.com/peapod-cri/peapod/monitor"
 	"github.com/peapod-cri/peapod/record"
@@ -58,6 +59,8 @@ type Config struct {
 	StateDir string
 	// LogDriver is the binary the shim runs to write CRI logs (peapod itself).
 	LogDriver string
+	// Events receives the containers' lifecycle events (may be nil).
+	Events *eventbus.Bus
 	// Namespace is peapod's containerd namespace, the parent of the cgroups
 	// of containers whose pod names none.
 	Namespace string
@@ -241,6 +244,7 @@ func (m *Manager) recordExit(ctx context.Context, id string, code int32, at time
 		return
 	}
 	klog.V(2).InfoS("Container exited", "id", id, "exitCode", code, "reason", c.Reason)
+	m.publish(&c, eventbus.Stopped)
 	if err := m.persist(ctx, c.Record); err != nil && !errdefs.IsNotFound(err) {
 		klog.ErrorS(err, "Persisting container exit", "id", id)
 	}
@@ -254,6 +258,11 @@ func (m *Manager) OOMKilled(ctx context.Context, id string) {
 			r.Reason = ReasonOOMKilled
 		}
 	})
+}
+
+// publish announces a lifecycle event of container c.
+func (m *Manager) publish(c *Container, t eventbus.Type) {
+	m.config.Events.Publish(eventbus.Event{ContainerID: c.ID, SandboxID: c.SandboxID, Type: t, At: time.Now()})
 }
 
 func newID() string {

@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"time"
 
 	tasks "github.com/containerd/containerd/api/services/tasks/v1"
 	tasktypes "github.com/containerd/containerd/api/types/task"
@@ -26,6 +27,7 @@ import (
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 	"k8s.io/klog/v2"
 
+	"github.com/peapod-cri/peapod/eventbus"
 	"github.com/peapod-cri/peapod/image"
 	"github.com/peapod-cri/peapod/monitor"
 	"github.com/peapod-cri/peapod/network"
@@ -49,6 +51,8 @@ func init() {
 type Config struct {
 	// PauseImage is the image of the pause container.
 	PauseImage string
+	// Events receives the sandboxes' lifecycle events (may be nil).
+	Events *eventbus.Bus
 	// RootDir holds per-sandbox files that must outlive a reboot of peapod
 	// (resolv.conf, hostname, hosts); StateDir runtime state (netns pins, shm).
 	RootDir, StateDir string
@@ -83,6 +87,11 @@ func (m *Manager) Get(ctx context.Context, id string) (Sandbox, error) {
 		return Sandbox{}, err
 	}
 	return m.index.Get(id)
+}
+
+// publish announces a lifecycle event of sandbox id.
+func (m *Manager) publish(id string, t eventbus.Type) {
+	m.config.Events.Publish(eventbus.Event{ContainerID: id, SandboxID: id, Type: t, At: time.Now()})
 }
 
 // NetNSPath returns the path of a ready sandbox's network namespace, or ""
@@ -255,6 +264,7 @@ func (m *Manager) markNotReady(ctx context.Context, id string) {
 		return
 	}
 	klog.V(2).InfoS("Pause container exited; sandbox not ready", "id", id)
+	m.publish(id, eventbus.Stopped)
 	if err := m.persist(ctx, sb.Record); err != nil && !errdefs.IsNotFound(err) {
 		klog.ErrorS(err, "Persisting sandbox state", "id", id)
 	}

@@ -14,6 +14,7 @@ import (
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 	"k8s.io/klog/v2"
 
+	"github.com/peapod-cri/peapod/eventbus"
 	"github.com/peapod-cri/peapod/failpoint"
 	"github.com/peapod-cri/peapod/image"
 )
@@ -123,6 +124,8 @@ func (m *Manager) Run(ctx context.Context, cfg *runtime.PodSandboxConfig, handle
 		return "", err
 	}
 	m.index.Add(sb)
+	m.publish(id, eventbus.Created)
+	m.publish(id, eventbus.Started)
 	klog.V(2).InfoS("Sandbox ready", "id", id, "pod", md.GetNamespace()+"/"+md.GetName(), "ips", sb.IPs)
 	return id, nil
 }

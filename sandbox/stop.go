@@ -11,6 +11,8 @@ import (
 	"github.com/containerd/containerd/v2/client"
 	"github.com/containerd/errdefs"
 	"k8s.io/klog/v2"
+
+	"github.com/peapod-cri/peapod/eventbus"
 )
 
 // pauseStopTimeout bounds the wait for a killed pause container to exit.
@@ -35,9 +37,14 @@ func (m *Manager) Stop(ctx context.Context, id string) error {
 	if err := m.stop(ctx, &sb); err != nil {
 		return err
 	}
+	wasReady := false
 	updated, _ := m.index.Update(sb.ID, func(r *Sandbox) {
+		wasReady = r.State == StateReady // the pause exit may have been seen already
 		r.State, r.Pid, r.Network = StateNotReady, 0, ""
 	})
+	if wasReady {
+		m.publish(sb.ID, eventbus.Stopped)
+	}
 	if err := m.persist(ctx, updated.Record); err != nil && !errdefs.IsNotFound(err) {
 		return err
 	}
@@ -80,6 +87,7 @@ func (m *Manager) Remove(ctx context.Context, id string) error {
 		return err
 	}
 	m.index.Delete(sb.ID)
+	m.publish(sb.ID, eventbus.Deleted)
 	return nil
 }
 

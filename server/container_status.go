@@ -21,6 +21,19 @@ func (s *Service) ContainerStatus(ctx context.Context, r *runtime.ContainerStatu
 	if err != nil {
 		return nil, err
 	}
+	resp := &runtime.ContainerStatusResponse{Status: s.containerStatus(ctx, c)}
+	if r.GetVerbose() {
+		info, err := json.Marshal(map[string]any{"pid": c.Pid, "sandboxID": c.SandboxID, "config": c.Config})
+		if err != nil {
+			return nil, fmt.Errorf("encoding container info: %w", err)
+		}
+		resp.Info = map[string]string{"info": string(info)}
+	}
+	return resp, nil
+}
+
+// containerStatus is the CRI status of a container.
+func (s *Service) containerStatus(ctx context.Context, c container.Container) *runtime.ContainerStatus {
 	cfg := c.Config
 	st := &runtime.ContainerStatus{
 		Id:          c.ID,
@@ -43,15 +56,7 @@ func (s *Service) ContainerStatus(ctx context.Context, r *runtime.ContainerStatu
 	if res := cfg.GetLinux().GetResources(); res != nil {
 		st.Resources = &runtime.ContainerResources{Linux: res}
 	}
-	resp := &runtime.ContainerStatusResponse{Status: st}
-	if r.GetVerbose() {
-		info, err := json.Marshal(map[string]any{"pid": c.Pid, "sandboxID": c.SandboxID, "config": cfg})
-		if err != nil {
-			return nil, fmt.Errorf("encoding container info: %w", err)
-		}
-		resp.Info = map[string]string{"info": string(info)}
-	}
-	return resp, nil
+	return st
 }
 
 // imageRef is the image's digest reference where it has one, else its ID,

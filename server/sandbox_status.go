@@ -20,6 +20,22 @@ func (s *Service) PodSandboxStatus(ctx context.Context, r *runtime.PodSandboxSta
 	if err != nil {
 		return nil, err
 	}
+	resp := &runtime.PodSandboxStatusResponse{Status: sandboxStatus(sb)}
+	if r.GetVerbose() {
+		info, err := json.Marshal(map[string]any{
+			"pid": sb.Pid, "netns": sb.NetNS, "network": sb.Network, "state": sb.State,
+			"runtimeHandler": sb.RuntimeHandler, "config": sb.Config,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("encoding sandbox info: %w", err)
+		}
+		resp.Info = map[string]string{"info": string(info)}
+	}
+	return resp, nil
+}
+
+// sandboxStatus is the CRI status of a sandbox.
+func sandboxStatus(sb sandbox.Sandbox) *runtime.PodSandboxStatus {
 	cfg := sb.Config
 	st := &runtime.PodSandboxStatus{
 		Id:             sb.ID,
@@ -43,18 +59,7 @@ func (s *Service) PodSandboxStatus(ctx context.Context, r *runtime.PodSandboxSta
 			}
 		}
 	}
-	resp := &runtime.PodSandboxStatusResponse{Status: st}
-	if r.GetVerbose() {
-		info, err := json.Marshal(map[string]any{
-			"pid": sb.Pid, "netns": sb.NetNS, "network": sb.Network, "state": sb.State,
-			"runtimeHandler": sb.RuntimeHandler, "config": cfg,
-		})
-		if err != nil {
-			return nil, fmt.Errorf("encoding sandbox info: %w", err)
-		}
-		resp.Info = map[string]string{"info": string(info)}
-	}
-	return resp, nil
+	return st
 }
 
 func sandboxState(st sandbox.State) runtime.PodSandboxState {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/peapod-cri/peapod/config"
 	"github.com/peapod-cri/peapod/container"
+	"github.com/peapod-cri/peapod/eventbus"
 	"github.com/peapod-cri/peapod/image"
 	"github.com/peapod-cri/peapod/network"
 	"github.com/peapod-cri/peapod/sandbox"
@@ -74,6 +75,7 @@ type Backends struct {
 	Sandboxes  Sandboxes
 	Containers Containers
 	Streaming  Streaming
+	Events     *eventbus.Bus
 }
 
 // Service implements the CRI RuntimeService and ImageService.
@@ -88,6 +90,7 @@ type Service struct {
 	sandboxes  Sandboxes
 	containers Containers
 	streaming  Streaming
+	events     *eventbus.Bus
 }
 
 // New returns a Service for the given configuration and backends.
@@ -100,6 +103,7 @@ func New(cfg *config.Config, b Backends) *Service {
 		sandboxes:  b.Sandboxes,
 		containers: b.Containers,
 		streaming:  b.Streaming,
+		events:     b.Events,
 	}
 }
 

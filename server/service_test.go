@@ -139,12 +139,8 @@ func TestUnimplementedRPCs(t *testing.T) {
 			_, err := rt.UpdatePodSandboxResources(ctx, &runtime.UpdatePodSandboxResourcesRequest{})
 			return err
 		}},
-		{"GetContainerEvents", func() error {
-			stream, err := rt.GetContainerEvents(ctx, &runtime.GetEventsRequest{})
-			if err != nil {
-				return err
-			}
-			_, err = stream.Recv()
+		{"CheckpointContainer", func() error {
+			_, err := rt.CheckpointContainer(ctx, &runtime.CheckpointContainerRequest{})
 			return err
 		}},
 	}

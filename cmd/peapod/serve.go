@@ -17,6 +17,7 @@ import (
 
 	"github.com/peapod-cri/peapod/config"
 	"github.com/peapod-cri/peapod/container"
+	"github.com/peapod-cri/peapod/eventbus"
 	"github.com/peapod-cri/peapod/image"
 	"github.com/peapod-cri/peapod/metrics"
 	"github.com/peapod-cri/peapod/monitor"
@@ -60,14 +61,17 @@ func serve(cfg *config.Config) error {
 		PinnedImages:        []string{cfg.PauseImage, sandbox.BuiltinPauseRepository},
 	})
 	net := network.NewManager(cfg.CNIConfDir, cfg.CNIBinDir, filepath.Join(cfg.State, "cni"))
+	events := &eventbus.Bus{}
 	sandboxes := sandbox.New(ctrd, images, net, sandbox.Config{
-		PauseImage: cfg.PauseImage, RootDir: cfg.Root, StateDir: cfg.State,
+		PauseImage: cfg.PauseImage, RootDir: cfg.Root, StateDir: cfg.State, Events: events,
 	})
 	self, err := os.Executable()
 	if err != nil {
 		return fmt.Errorf("finding peapod's own binary (the log driver): %w", err)
 	}
-	containers := container.New(ctrd, images, sandboxes, container.Config{StateDir: cfg.State, LogDriver: self, Namespace: cfg.ContainerdNamespace})
+	containers := container.New(ctrd, images, sandboxes, container.Config{
+		StateDir: cfg.State, LogDriver: self, Namespace: cfg.ContainerdNamespace, Events: events,
+	})
 	stream, err := streaming.New(cfg.StreamingAddress, containers, sandboxes)
 	if err != nil {
 		return err
@@ -79,6 +83,7 @@ func serve(cfg *config.Config) error {
 		Sandboxes:  sandboxes,
 		Containers: containers,
 		Streaming:  stream,
+		Events:     events,
 	})
 	g := grpc.NewServer(
 		grpc.ChainUnaryInterceptor(server.UnaryInterceptor(m)),
