@@ -367,8 +367,8 @@ func TestUnimplemented(t *testing.T) {
 	_, rt := startServing(t, options{})
 	ctx := callCtx(t)
 
-	if _, err := rt.PodSandboxStats(ctx, &runtime.PodSandboxStatsRequest{}); status.Code(err) != codes.Unimplemented {
-		t.Errorf("PodSandboxStats = %v, want Unimplemented", err)
+	if _, err := rt.ListMetricDescriptors(ctx, &runtime.ListMetricDescriptorsRequest{}); status.Code(err) != codes.Unimplemented {
+		t.Errorf("ListMetricDescriptors = %v, want Unimplemented", err)
 	}
 	if _, err := rt.Attach(ctx, &runtime.AttachRequest{}); status.Code(err) != codes.Unimplemented {
 		t.Errorf("Attach = %v, want Unimplemented", err)
@@ -442,8 +442,8 @@ func TestMetrics(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if _, err := rt.PodSandboxStats(ctx, &runtime.PodSandboxStatsRequest{}); status.Code(err) != codes.Unimplemented {
-		t.Fatalf("PodSandboxStats = %v", err)
+	if _, err := rt.ListMetricDescriptors(ctx, &runtime.ListMetricDescriptorsRequest{}); status.Code(err) != codes.Unimplemented {
+		t.Fatalf("ListMetricDescriptors = %v", err)
 	}
 
 	resp, err := http.Get("http://" + addr + "/metrics")
@@ -460,8 +460,8 @@ func TestMetrics(t *testing.T) {
 	}
 	want := []struct{ metric, label1, label2 string }{
 		{"peapod_cri_request_duration_seconds_count{", `method="Version"`, ""},
-		{"peapod_cri_request_duration_seconds_count{", `method="PodSandboxStats"`, ""},
-		{"peapod_cri_request_errors_total{", `method="PodSandboxStats"`, `code="Unimplemented"`},
+		{"peapod_cri_request_duration_seconds_count{", `method="ListMetricDescriptors"`, ""},
+		{"peapod_cri_request_errors_total{", `method="ListMetricDescriptors"`, `code="Unimplemented"`},
 	}
 	for _, w := range want {
 		found := false

@@ -50,6 +50,7 @@ type Sandboxes interface {
 	Remove(ctx context.Context, id string) error
 	Get(ctx context.Context, id string) (sandbox.Sandbox, error)
 	List(ctx context.Context) ([]sandbox.Sandbox, error)
+	NetworkStats(sb *sandbox.Sandbox) ([]sandbox.InterfaceStats, error)
 }
 
 // Containers is what the server needs of the container package.

@@ -133,7 +133,10 @@ func TestUnimplementedRPCs(t *testing.T) {
 		method string
 		call   func() error
 	}{
-		{"PodSandboxStats", func() error { _, err := rt.PodSandboxStats(ctx, &runtime.PodSandboxStatsRequest{}); return err }},
+		{"ListMetricDescriptors", func() error {
+			_, err := rt.ListMetricDescriptors(ctx, &runtime.ListMetricDescriptorsRequest{})
+			return err
+		}},
 		{"Attach", func() error { _, err := rt.Attach(ctx, &runtime.AttachRequest{}); return err }},
 		{"UpdatePodSandboxResources", func() error {
 			_, err := rt.UpdatePodSandboxResources(ctx, &runtime.UpdatePodSandboxResourcesRequest{})
