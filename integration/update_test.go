@@ -3,6 +3,7 @@
 package integration
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -61,4 +62,50 @@ func TestUpdateContainerResources(t *testing.T) {
 	}
 	_, err := rt.UpdateContainerResources(podCtx(t), &runtime.UpdateContainerResourcesRequest{Linux: res})
 	wantCode(t, "UpdateContainerResources without an ID", err, codes.InvalidArgument)
+}
+
+// PodSandboxStats and ListPodSandboxStats report a pod's usage, its network
+// interface and its containers' stats.
+func TestPodSandboxStats(t *testing.T) {
+	t.Parallel()
+	e := newPodEnv(t)
+	rt, ic := e.serve()
+	pull(t, ic, busyboxRef)
+	cfg := e.podConfig("stats")
+	sbID := runPod(t, rt, cfg)
+	ctrID := startContainer(t, rt, sbID, cfg, busybox("busy", "while :; do :; done"))
+
+	eventually(t, 20*time.Second, "pod CPU usage", func() error {
+		resp, err := rt.PodSandboxStats(podCtx(t), &runtime.PodSandboxStatsRequest{PodSandboxId: sbID})
+		if err != nil {
+			return err
+		}
+		lx := resp.GetStats().GetLinux()
+		switch {
+		case resp.GetStats().GetAttributes().GetId() != sbID:
+			return fmt.Errorf("attributes %v", resp.GetStats().GetAttributes())
+		case lx.GetCpu().GetUsageCoreNanoSeconds().GetValue() == 0:
+			return fmt.Errorf("no CPU usage yet")
+		case lx.GetMemory().GetWorkingSetBytes() == nil:
+			return fmt.Errorf("no memory stats")
+		case lx.GetNetwork().GetDefaultInterface().GetName() != "eth0":
+			return fmt.Errorf("network %v, want eth0 as the default interface", lx.GetNetwork())
+		case len(lx.GetContainers()) != 1 || lx.GetContainers()[0].GetAttributes().GetId() != ctrID:
+			return fmt.Errorf("containers %v, want %s", lx.GetContainers(), ctrID)
+		}
+		return nil
+	})
+
+	list, err := rt.ListPodSandboxStats(podCtx(t), &runtime.ListPodSandboxStatsRequest{
+		Filter: &runtime.PodSandboxStatsFilter{LabelSelector: map[string]string{"pod": "stats"}},
+	})
+	if err != nil || len(list.GetStats()) != 1 || list.GetStats()[0].GetAttributes().GetId() != sbID {
+		t.Fatalf("ListPodSandboxStats by label = %v, %v; want only %s", list.GetStats(), err, sbID)
+	}
+	none, err := rt.ListPodSandboxStats(podCtx(t), &runtime.ListPodSandboxStatsRequest{
+		Filter: &runtime.PodSandboxStatsFilter{LabelSelector: map[string]string{"pod": "other"}},
+	})
+	if err != nil || len(none.GetStats()) != 0 {
+		t.Fatalf("ListPodSandboxStats with a non-matching label = %v, %v; want none", none.GetStats(), err)
+	}
 }
