@@ -11,10 +11,13 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"os"
 	"path/filepath"
 	"reflect"
+	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -44,7 +47,25 @@ type Config struct {
 	StreamingAddress    string   `toml:"streaming-address" json:"streaming-address" doc:"host:port of the exec/attach/port-forward streaming server (port 0: any free port)."`
 	MetricsAddress      string   `toml:"metrics-address" json:"metrics-address" doc:"host:port serving Prometheus metrics on /metrics; empty turns metrics off."`
 	Verbosity           int      `toml:"v" json:"v" doc:"Log verbosity (klog -v); 4 logs every CRI call."`
+	DefaultRuntime      string   `toml:"default-runtime" json:"default-runtime" doc:"Runtime handler of pods that name none; a key of [runtimes]."`
+	// Runtimes is a table, so it has no flag and comes last (TOML tables
+	// follow the plain keys).
+	Runtimes map[string]Runtime `toml:"runtimes" json:"runtimes" flag:"-" doc:"Runtime handlers, by the name a RuntimeClass gives as its handler. When no [runtimes.crun] is configured and crun is installed, peapod adds a crun handler."`
 }
+
+// Runtime is one runtime handler: how containerd runs the pods that name it.
+type Runtime struct {
+	// Type is the containerd runtime (shim) type.
+	Type string `toml:"type" json:"type"`
+	// Binary is the OCI runtime binary the runc shim runs; empty means the
+	// "runc" the shim finds on containerd's PATH.
+	Binary string `toml:"binary" json:"binary"`
+	// Root is the OCI runtime's state directory; empty means the shim's default.
+	Root string `toml:"root" json:"root"`
+}
+
+// RuncShim is containerd's runtime type for runc-compatible OCI runtimes.
+const RuncShim = "io.containerd.runc.v2"
 
 // Default returns the built-in configuration.
 func Default() *Config {
@@ -62,6 +83,8 @@ func Default() *Config {
 		StreamingAddress:    "127.0.0.1:0",
 		MetricsAddress:      "",
 		Verbosity:           0,
+		DefaultRuntime:      "runc",
+		Runtimes:            map[string]Runtime{"runc": {Type: RuncShim}},
 	}
 }
 
@@ -74,7 +97,9 @@ func Load(args []string, output io.Writer) (*Config, error) {
 	fs.SetOutput(output)
 	path := fs.String("config", DefaultPath, "Path of the TOML config file.")
 	for _, f := range fields(fromFlags) {
-		fs.Var(f, f.key, f.doc)
+		if f.flag {
+			fs.Var(f, f.key, f.doc)
+		}
 	}
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -88,6 +113,12 @@ func Load(args []string, output io.Writer) (*Config, error) {
 	cfg := Default()
 	if err := cfg.loadFile(*path, explicit); err != nil {
 		return nil, err
+	}
+	for name, r := range cfg.Runtimes {
+		if r.Type == "" {
+			r.Type = RuncShim
+			cfg.Runtimes[name] = r
+		}
 	}
 	// Flags win over the file: copy every flag that was set.
 	dst := reflect.ValueOf(cfg).Elem()
@@ -186,8 +217,32 @@ func (c *Config) Validate() error {
 	if c.Verbosity < 0 {
 		bad("v", "must not be negative, got %d", c.Verbosity)
 	}
+	if _, ok := c.Runtimes[c.DefaultRuntime]; !ok {
+		bad("default-runtime", "%q is not a key of [runtimes]", c.DefaultRuntime)
+	}
+	for _, name := range slices.Sorted(maps.Keys(c.Runtimes)) {
+		r, key := c.Runtimes[name], "runtimes."+name
+		if !handlerName.MatchString(name) {
+			bad(key, "a handler name must be a DNS label (lower-case letters, digits and '-')")
+		}
+		if r.Type == "" {
+			bad(key+".type", "must not be empty (%q runs runc-compatible runtimes)", RuncShim)
+		}
+		if r.Binary != "" && !filepath.IsAbs(r.Binary) {
+			bad(key+".binary", "must be an absolute path, got %q", r.Binary)
+		}
+		if r.Root != "" && !filepath.IsAbs(r.Root) {
+			bad(key+".root", "must be an absolute path, got %q", r.Root)
+		}
+		if r.Type != RuncShim && (r.Binary != "" || r.Root != "") {
+			bad(key, "binary and root are options of %q only", RuncShim)
+		}
+	}
 	return errors.Join(errs...)
 }
+
+// handlerName is what a RuntimeClass handler may be: a DNS label.
+var handlerName = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$`)
 
 // WriteDefault writes the default configuration as a commented TOML file.
 func WriteDefault(w io.Writer) error {
@@ -214,6 +269,7 @@ type field struct {
 	key, doc string
 	index    int
 	v        reflect.Value
+	flag     bool // whether the key is also a flag (tables are not)
 }
 
 func fields(c *Config) []*field {
@@ -222,7 +278,7 @@ func fields(c *Config) []*field {
 	out := make([]*field, 0, t.NumField())
 	for i := range t.NumField() {
 		sf := t.Field(i)
-		out = append(out, &field{key: sf.Tag.Get("toml"), doc: sf.Tag.Get("doc"), index: i, v: v.Field(i)})
+		out = append(out, &field{key: sf.Tag.Get("toml"), doc: sf.Tag.Get("doc"), index: i, v: v.Field(i), flag: sf.Tag.Get("flag") != "-"})
 	}
 	return out
 }

@@ -72,8 +72,16 @@ func TestLoadPrecedence(t *testing.T) {
 		{"v", `3`, "5",
 			func(c *Config) { c.Verbosity = 3 }, func(c *Config) { c.Verbosity = 5 }},
 	}
-	if len(cases) != reflect.TypeFor[Config]().NumField() {
-		t.Fatalf("precedence table covers %d keys, Config has %d fields", len(cases), reflect.TypeFor[Config]().NumField())
+	// Keys that are not flags (tables), and default-runtime, whose value
+	// must name a table entry, are covered by TestRuntimes.
+	var flagKeys int
+	for _, f := range fields(Default()) {
+		if f.flag && f.key != "default-runtime" {
+			flagKeys++
+		}
+	}
+	if len(cases) != flagKeys {
+		t.Fatalf("precedence table covers %d keys, Config has %d flag keys", len(cases), flagKeys)
 	}
 	for _, tc := range cases {
 		t.Run(tc.key, func(t *testing.T) {
@@ -262,8 +270,10 @@ func TestWriteDefault(t *testing.T) {
 	c := &Config{
 		Listen: "x", ContainerdAddress: "x", ContainerdNamespace: "x", Root: "x", State: "x",
 		RegistryConfigPath: "x", CNIConfDir: "x", CNIBinDir: []string{"x"}, PauseImage: "x",
-		StreamingAddress: "x", MetricsAddress: "x", Verbosity: 42,
+		StreamingAddress: "x", MetricsAddress: "x", Verbosity: 42, DefaultRuntime: "x",
+		Runtimes: map[string]Runtime{"x": {}},
 	}
+	delete(c.Runtimes, "x") // a table decodes into the map: start it empty
 	if err := c.decode(strings.NewReader(out), "default"); err != nil {
 		t.Fatalf("decoding WriteDefault's output: %v\n%s", err, out)
 	}
@@ -272,7 +282,11 @@ func TestWriteDefault(t *testing.T) {
 	}
 
 	for _, f := range fields(Default()) {
-		if !regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(f.key) + ` = `).MatchString(out) {
+		line := `(?m)^` + regexp.QuoteMeta(f.key) + ` = `
+		if !f.flag {
+			line = `(?m)^\[` + regexp.QuoteMeta(f.key) + `\]$`
+		}
+		if !regexp.MustCompile(line).MatchString(out) {
 			t.Errorf("WriteDefault has no line for key %q", f.key)
 		}
 		if f.doc == "" || !strings.Contains(out, "# "+f.doc+"\n") {
@@ -290,7 +304,7 @@ func TestWriteDefault(t *testing.T) {
 	}
 }
 
-// Every key is a flag, with the key's doc as usage.
+// Every key but a table is a flag, with the key's doc as usage.
 func TestEveryKeyIsAFlag(t *testing.T) {
 	var usage strings.Builder
 	_, err := Load([]string{"-h"}, &usage)
@@ -298,8 +312,65 @@ func TestEveryKeyIsAFlag(t *testing.T) {
 		t.Fatal("Load(-h) returned no error")
 	}
 	for _, f := range fields(Default()) {
-		if !strings.Contains(usage.String(), "-"+f.key) {
+		if f.flag != !strings.HasPrefix(f.v.Type().String(), "map[") {
+			t.Errorf("key %s: flag=%v, but only tables are not flags", f.key, f.flag)
+		}
+		if f.flag && !strings.Contains(usage.String(), "-"+f.key) {
 			t.Errorf("usage lacks flag -%s", f.key)
 		}
+	}
+}
+
+// TestRuntimes covers the runtime handler table and default-runtime.
+func TestRuntimes(t *testing.T) {
+	crun := Runtime{Type: RuncShim, Binary: "/usr/bin/crun"}
+	runc := Runtime{Type: RuncShim}
+	cases := []struct {
+		name    string
+		file    string
+		flags   []string
+		want    map[string]Runtime
+		def     string
+		wantErr string
+	}{
+		{name: "defaults", want: map[string]Runtime{"runc": runc}, def: "runc"},
+		{name: "added handler keeps runc",
+			file: "default-runtime = \"crun\"\n[runtimes.crun]\nbinary = \"/usr/bin/crun\"\n",
+			want: map[string]Runtime{"runc": runc, "crun": crun}, def: "crun"},
+		{name: "flag picks the default",
+			file:  "default-runtime = \"crun\"\n[runtimes.crun]\nbinary = \"/usr/bin/crun\"\n",
+			flags: []string{"--default-runtime=runc"},
+			want:  map[string]Runtime{"runc": runc, "crun": crun}, def: "runc"},
+		{name: "runc options, type defaulted",
+			file: "[runtimes.runc]\nbinary = \"/opt/runc\"\nroot = \"/run/r\"\n",
+			want: map[string]Runtime{"runc": {Type: RuncShim, Binary: "/opt/runc", Root: "/run/r"}}, def: "runc"},
+		{name: "other shim type",
+			file: "[runtimes.kata]\ntype = \"io.containerd.kata.v2\"\n",
+			want: map[string]Runtime{"runc": runc, "kata": {Type: "io.containerd.kata.v2"}}, def: "runc"},
+		{name: "unknown default", file: "default-runtime = \"gvisor\"\n", wantErr: `default-runtime: "gvisor" is not a key`},
+		{name: "unknown default by flag", flags: []string{"--default-runtime", "gvisor"}, wantErr: `default-runtime: "gvisor"`},
+		{name: "bad name", file: "[runtimes.Bad_Name]\n", wantErr: "runtimes.Bad_Name: a handler name must be a DNS label"},
+		{name: "relative binary", file: "[runtimes.crun]\nbinary = \"crun\"\n", wantErr: `runtimes.crun.binary: must be an absolute path`},
+		{name: "relative root", file: "[runtimes.crun]\nroot = \"run\"\n", wantErr: `runtimes.crun.root: must be an absolute path`},
+		{name: "options of another type", file: "[runtimes.kata]\ntype = \"io.containerd.kata.v2\"\nbinary = \"/x\"\n",
+			wantErr: "runtimes.kata: binary and root are options of"},
+		{name: "unknown key", file: "[runtimes.crun]\nbinnary = \"/x\"\n", wantErr: "unknown key(s) runtimes.crun.binnary"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := load(t, tc.file, tc.flags...)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("Load error = %v, want one containing %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("Load: %v", err)
+			}
+			if got.DefaultRuntime != tc.def || !reflect.DeepEqual(got.Runtimes, tc.want) {
+				t.Errorf("got default %q runtimes %+v, want %q %+v", got.DefaultRuntime, got.Runtimes, tc.def, tc.want)
+			}
+		})
 	}
 }

@@ -36,8 +36,16 @@ up)
 	fi
 	[ -x "$REPO_DIR/bin/peapod" ] || make -s -C "$REPO_DIR" build
 	mkdir -p "$LAB_RUN" "$(dirname "$logfile")"
+	# peapod picks the OCI runtime itself: the lab's runc v1.5.2, whatever
+	# runc the containerd under it would find (Debian's 1.1.5 for 1.6).
+	config=$LAB_STATE/peapod-$name.toml
+	cat >"$config" <<EOC
+# Written by conformance/peapod.sh for the lab instance "$name".
+[runtimes.runc]
+binary = "$LAB_BIN/runc"
+EOC
 	# A lab instance runs with -v=4 so its log shows every CRI call.
-	setsid nohup "$REPO_DIR/bin/peapod" --listen "$sock" --root "$root" --state "$state" \
+	setsid nohup "$REPO_DIR/bin/peapod" --config "$config" --listen "$sock" --root "$root" --state "$state" \
 		--containerd-address "$ctrd" --containerd-namespace "$ns" --registry-config-path "$LAB_CERTS_D" \
 		--cni-conf-dir "$LAB_CNI_CONF_DIR" --v 4 "$@" </dev/null >>"$logfile" 2>&1 &
 	echo $! >"$pidfile"

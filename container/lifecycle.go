@@ -44,6 +44,14 @@ func (m *Manager) Create(ctx context.Context, sandboxID string, cfg *runtime.Con
 	if sb.State != sandbox.StateReady {
 		return "", fmt.Errorf("pod sandbox %s is not ready: %w", sb.ID, errdefs.ErrFailedPrecondition)
 	}
+	rh, err := m.config.Handlers.Get(sb.RuntimeHandler)
+	if err != nil {
+		return "", fmt.Errorf("runtime handler of pod sandbox %s: %w", sb.ID, err)
+	}
+	userns, err := sandbox.UserNSOf(sb.Config)
+	if err != nil {
+		return "", err
+	}
 	img, err := m.images.Get(ctx, cfg.GetImage().GetImage())
 	if err != nil {
 		return "", err
@@ -81,14 +89,15 @@ func (m *Manager) Create(ctx context.Context, sandboxID string, cfg *runtime.Con
 	} else {
 		c.CgroupsPath = filepath.Join("/", m.config.Namespace, id)
 	}
-	specOpts, err := m.specOpts(ctx, c, &sb, img)
+	specOpts, err := m.specOpts(ctx, c, &sb, img, rh)
 	if err != nil {
 		return "", err
 	}
 	_, err = m.client.NewContainer(ctx, id,
 		client.WithContainerLabels(map[string]string{kindLabel: kindContainer, sandboxLabel: sb.ID}),
+		rh.ContainerOpt(),
 		client.WithSnapshotter(image.Snapshotter),
-		client.WithNewSnapshot(id, handle),
+		client.WithNewSnapshot(id, handle, userns.SnapshotOpts()...),
 		client.WithImageName(img.References[0]),
 		client.WithNewSpec(specOpts...),
 		client.WithContainerExtension(recordExtension, &c.Record),

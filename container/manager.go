@@ -30,6 +30,7 @@ import (
 	"github.com/peapod-cri/peapod/image"
 	"github.com/peapod-cri/peapod/monitor"
 	"github.com/peapod-cri/peapod/record"
+	"github.com/peapod-cri/peapod/runtimehandler"
 	"github.com/peapod-cri/peapod/sandbox"
 	"github.com/peapod-cri/peapod/store"
 )
@@ -61,6 +62,8 @@ type Config struct {
 	LogDriver string
 	// Events receives the containers' lifecycle events (may be nil).
 	Events *eventbus.Bus
+	// Handlers are the runtime handlers; a container runs with its pod's.
+	Handlers *runtimehandler.Set
 	// Namespace is peapod's containerd namespace, the parent of the cgroups
 	// of containers whose pod names none.
 	Namespace string

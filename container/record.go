@@ -32,6 +32,9 @@ type Record struct {
 	LogPath string `json:"logPath,omitempty"`
 	// CgroupsPath is the container's cgroup, as in its OCI spec.
 	CgroupsPath string `json:"cgroupsPath,omitempty"`
+	// User is the identity of the container's first process, as its OCI
+	// spec gives it (nil for containers made before peapod recorded it).
+	User *User `json:"user,omitempty"`
 
 	State      State     `json:"state"`
 	CreatedAt  time.Time `json:"createdAt"`
@@ -41,6 +44,13 @@ type Record struct {
 	Reason     string    `json:"reason,omitempty"`
 	Message    string    `json:"message,omitempty"`
 	Pid        uint32    `json:"pid,omitempty"`
+}
+
+// User is a process identity: user, primary group and every group it is in.
+type User struct {
+	UID    uint32   `json:"uid"`
+	GID    uint32   `json:"gid"`
+	Groups []uint32 `json:"groups,omitempty"`
 }
 
 // Container is a container as the store holds it.

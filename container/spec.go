@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/containerd/containerd/v2/contrib/seccomp"
@@ -15,6 +16,7 @@ import (
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/peapod-cri/peapod/image"
+	"github.com/peapod-cri/peapod/runtimehandler"
 	"github.com/peapod-cri/peapod/sandbox"
 )
 
@@ -28,7 +30,7 @@ const (
 
 // specOpts builds the OCI spec of a container from its image and CRI config,
 // joining the sandbox's namespaces.
-func (m *Manager) specOpts(_ context.Context, c *Container, sb *sandbox.Sandbox, img image.Image) ([]oci.SpecOpts, error) {
+func (m *Manager) specOpts(_ context.Context, c *Container, sb *sandbox.Sandbox, img image.Image, rh *runtimehandler.Handler) ([]oci.SpecOpts, error) {
 	cfg := c.Config
 	sc := cfg.GetLinux().GetSecurityContext()
 
@@ -52,6 +54,7 @@ func (m *Manager) specOpts(_ context.Context, c *Container, sb *sandbox.Sandbox,
 		env = append(env, kv.GetKey()+"="+string(kv.GetValue()))
 	}
 	opts := []oci.SpecOpts{
+		sandbox.WithInheritedRlimits,
 		oci.WithProcessArgs(args...),
 		oci.WithProcessCwd(cwd),
 		oci.WithEnv(img.Config.Env),
@@ -71,8 +74,16 @@ func (m *Manager) specOpts(_ context.Context, c *Container, sb *sandbox.Sandbox,
 		return nil, err
 	}
 	opts = append(opts, nsOpts...)
+	if userns, err := sandbox.UserNSOf(sb.Config); err != nil {
+		return nil, err
+	} else if !userns.Same(sc.GetNamespaceOptions().GetUsernsOptions()) {
+		return nil, fmt.Errorf("container %q asks for a user namespace other than its pod's: %w",
+			cfg.GetMetadata().GetName(), errdefs.ErrInvalidArgument)
+	} else if userns != nil {
+		opts = append(opts, userns.SpecOpt(sb.UserNS))
+	}
 	opts = append(opts, oci.WithCgroup(c.CgroupsPath))
-	mounts, err := m.mounts(cfg, sb, sc.GetReadonlyRootfs())
+	mounts, err := m.mounts(cfg, sb, sc.GetReadonlyRootfs(), rh.Features)
 	if err != nil {
 		return nil, err
 	}
@@ -87,7 +98,22 @@ func (m *Manager) specOpts(_ context.Context, c *Container, sb *sandbox.Sandbox,
 	}
 	opts = append(opts, secOpts...)
 	opts = append(opts, resourceOpts(cfg.GetLinux().GetResources())...)
+	// Last: what the container will run as, once every option had its say.
+	opts = append(opts, recordUser(c))
 	return opts, nil
+}
+
+// recordUser copies the spec's process identity into the container's record,
+// which ContainerStatus reports.
+func recordUser(c *Container) oci.SpecOpts {
+	return func(_ context.Context, _ oci.Client, _ *containers.Container, s *oci.Spec) error {
+		if s.Process == nil {
+			return nil
+		}
+		u := s.Process.User
+		c.User = &User{UID: u.UID, GID: u.GID, Groups: slices.Clone(u.AdditionalGids)}
+		return nil
+	}
 }
 
 // processArgs applies the CRI's override rules: Command replaces the image's
@@ -145,7 +171,7 @@ func (m *Manager) namespaceOpts(sb *sandbox.Sandbox, ns *runtime.NamespaceOption
 
 // mounts returns the container's mounts: the pod's /etc/hosts,
 // /etc/resolv.conf, /etc/hostname and /dev/shm, then the CRI mounts.
-func (m *Manager) mounts(cfg *runtime.ContainerConfig, sb *sandbox.Sandbox, readonlyRoot bool) ([]specs.Mount, error) {
+func (m *Manager) mounts(cfg *runtime.ContainerConfig, sb *sandbox.Sandbox, readonlyRoot bool, features runtimehandler.Features) ([]specs.Mount, error) {
 	taken := map[string]bool{}
 	for _, mnt := range cfg.GetMounts() {
 		taken[filepath.Clean(mnt.GetContainerPath())] = true
@@ -192,14 +218,50 @@ func (m *Manager) mounts(cfg *runtime.ContainerConfig, sb *sandbox.Sandbox, read
 		default:
 			options = append(options, "rprivate")
 		}
-		if mnt.GetReadonly() {
-			options = append(options, "ro")
-		} else {
-			options = append(options, "rw")
+		ro, err := readOnlyOption(mnt, features)
+		if err != nil {
+			return nil, err
 		}
-		out = append(out, specs.Mount{Destination: mnt.GetContainerPath(), Type: "bind", Source: resolved, Options: options})
+		options = append(options, ro)
+		out = append(out, specs.Mount{Destination: mnt.GetContainerPath(), Type: "bind", Source: resolved, Options: options,
+			UIDMappings: idMappings(mnt.GetUidMappings()), GIDMappings: idMappings(mnt.GetGidMappings())})
 	}
 	return out, nil
+}
+
+// idMappings converts a CRI mount's ID mappings (which make an ID-mapped
+// mount, for pods with their own user namespace).
+func idMappings(in []*runtime.IDMapping) []specs.LinuxIDMapping {
+	var out []specs.LinuxIDMapping
+	for _, m := range in {
+		out = append(out, specs.LinuxIDMapping{ContainerID: m.GetContainerId(), HostID: m.GetHostId(), Size: m.GetLength()})
+	}
+	return out
+}
+
+// readOnlyOption is a CRI mount's read-only mount option: "rro" (read-only
+// all the way down, submounts included) where the CRI asks for recursive
+// read-only, which must then be read-only and private, and the runtime
+// handler must support it.
+func readOnlyOption(mnt *runtime.Mount, features runtimehandler.Features) (string, error) {
+	if !mnt.GetRecursiveReadOnly() {
+		if mnt.GetReadonly() {
+			return "ro", nil
+		}
+		return "rw", nil
+	}
+	bad := func(why string) (string, error) {
+		return "", fmt.Errorf("recursive read-only mount %s: %s: %w", mnt.GetContainerPath(), why, errdefs.ErrInvalidArgument)
+	}
+	switch {
+	case !mnt.GetReadonly():
+		return bad("it must also be read-only")
+	case mnt.GetPropagation() != runtime.MountPropagation_PROPAGATION_PRIVATE:
+		return bad("its propagation must be private, not " + mnt.GetPropagation().String())
+	case !features.RecursiveReadOnlyMounts:
+		return bad("the pod's runtime handler does not support recursive read-only mounts")
+	}
+	return "rro", nil
 }
 
 // withMounts adds mounts, replacing default mounts at the same destinations.
@@ -239,7 +301,8 @@ func withRootfsPropagation(mounts []*runtime.Mount) oci.SpecOpts {
 }
 
 // userOpts sets the process user: the security context's, else the image's,
-// with the groups /etc/group gives the user and the supplemental groups.
+// with its primary group, the groups /etc/group gives the user (unless the
+// supplemental groups policy is Strict), and the pod's supplemental groups.
 func userOpts(sc *runtime.LinuxContainerSecurityContext, img image.Image) []oci.SpecOpts {
 	var opts []oci.SpecOpts
 	userstr := img.Config.User
@@ -261,19 +324,34 @@ func userOpts(sc *runtime.LinuxContainerSecurityContext, img image.Image) []oci.
 			return nil
 		})
 	}
-	user, _, _ := strings.Cut(userstr, ":")
-	if user == "" {
-		user = "0"
+	strict := sc.GetSupplementalGroupsPolicy() == runtime.SupplementalGroupsPolicy_Strict
+	if !strict {
+		// The groups the image's /etc/group puts the user in.
+		user, _, _ := strings.Cut(userstr, ":")
+		if user == "" {
+			user = "0"
+		}
+		opts = append(opts, oci.WithAdditionalGIDs(user))
 	}
-	opts = append(opts, oci.WithAdditionalGIDs(user))
-	if groups := sc.GetSupplementalGroups(); len(groups) > 0 {
-		opts = append(opts, func(_ context.Context, _ oci.Client, _ *containers.Container, s *oci.Spec) error {
-			for _, g := range groups {
-				s.Process.User.AdditionalGids = append(s.Process.User.AdditionalGids, uint32(g))
+	groups := sc.GetSupplementalGroups()
+	opts = append(opts, func(_ context.Context, _ oci.Client, _ *containers.Container, s *oci.Spec) error {
+		// The primary group first (Strict: nothing from the image), then the
+		// pod's supplemental groups.
+		gids := s.Process.User.AdditionalGids
+		if strict {
+			gids = nil
+		}
+		if !slices.Contains(gids, s.Process.User.GID) {
+			gids = append([]uint32{s.Process.User.GID}, gids...)
+		}
+		for _, g := range groups {
+			if !slices.Contains(gids, uint32(g)) {
+				gids = append(gids, uint32(g))
 			}
-			return nil
-		})
-	}
+		}
+		s.Process.User.AdditionalGids = gids
+		return nil
+	})
 	return opts
 }
 

@@ -79,7 +79,12 @@ func (m *Manager) setupFiles(sb *Sandbox) error {
 	return nil
 }
 
-func (m *Manager) unmountShm(sb *Sandbox) error {
+// unmountState releases the sandbox's mounts in its state directory: the
+// user namespace pin and /dev/shm. What is not mounted is skipped.
+func (m *Manager) unmountState(sb *Sandbox) error {
+	if err := unpinUserNS(m.userNSPin(sb.ID)); err != nil {
+		return err
+	}
 	shm := m.ShmPath(sb)
 	if shm == "" {
 		return nil
@@ -90,6 +95,9 @@ func (m *Manager) unmountShm(sb *Sandbox) error {
 	}
 	return nil
 }
+
+// userNSPin is where a sandbox's user namespace is pinned, if it has one.
+func (m *Manager) userNSPin(id string) string { return filepath.Join(m.stateDir(id), "userns") }
 
 // hostname is the pod's hostname: the configured one, or the node's for a
 // host-network pod that names none.

@@ -32,6 +32,7 @@ import (
 	"github.com/peapod-cri/peapod/monitor"
 	"github.com/peapod-cri/peapod/network"
 	"github.com/peapod-cri/peapod/record"
+	"github.com/peapod-cri/peapod/runtimehandler"
 	"github.com/peapod-cri/peapod/store"
 )
 
@@ -53,6 +54,8 @@ type Config struct {
 	PauseImage string
 	// Events receives the sandboxes' lifecycle events (may be nil).
 	Events *eventbus.Bus
+	// Handlers are the runtime handlers pods may name.
+	Handlers *runtimehandler.Set
 	// RootDir holds per-sandbox files that must outlive a reboot of peapod
 	// (resolv.conf, hostname, hosts); StateDir runtime state (netns pins, shm).
 	RootDir, StateDir string
@@ -209,7 +212,7 @@ func (m *Manager) sweepUnrecorded(known map[string]bool) {
 			}
 			sb := &Sandbox{Record: Record{ID: e.Name()}, Config: &runtime.PodSandboxConfig{}}
 			klog.InfoS("Removing files of an unrecorded sandbox", "id", sb.ID)
-			if err := m.unmountShm(sb); err != nil {
+			if err := m.unmountState(sb); err != nil {
 				klog.ErrorS(err, "Unmounting leaked /dev/shm", "id", sb.ID)
 				continue
 			}

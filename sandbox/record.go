@@ -32,6 +32,8 @@ type Record struct {
 	CreatedAt      time.Time `json:"createdAt"`
 	// NetNS is the path of the pod's pinned network namespace ("" for host network).
 	NetNS string `json:"netns,omitempty"`
+	// UserNS is the path of the pod's pinned user namespace ("" for the host's).
+	UserNS string `json:"userns,omitempty"`
 
 	// Mutable status.
 	State   State    `json:"state"`

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"os"
 	"time"
 
 	"github.com/containerd/containerd/v2/client"
@@ -33,8 +34,16 @@ func (m *Manager) Run(ctx context.Context, cfg *runtime.PodSandboxConfig, handle
 	if _, err := bandwidth(cfg.GetAnnotations()); err != nil {
 		return "", fmt.Errorf("pod sandbox bandwidth: %v: %w", err, errdefs.ErrInvalidArgument)
 	}
-	if handler != "" && handler != "runc" {
-		return "", fmt.Errorf("unknown runtime handler %q: %w", handler, errdefs.ErrInvalidArgument)
+	rh, err := m.config.Handlers.Get(handler)
+	if err != nil {
+		return "", err
+	}
+	userns, err := UserNSOf(cfg)
+	if err != nil {
+		return "", err
+	}
+	if userns != nil && !rh.Features.UserNamespaces {
+		return "", fmt.Errorf("runtime handler %q does not support user namespaces on this node: %w", rh.Name, errdefs.ErrInvalidArgument)
 	}
 	if err := m.ensureLoaded(ctx); err != nil {
 		return "", err
@@ -75,7 +84,18 @@ func (m *Manager) Run(ctx context.Context, cfg *runtime.PodSandboxConfig, handle
 		}
 	}()
 
-	if !sb.HostNetwork() {
+	switch {
+	case userns != nil:
+		// UserNSOf refuses a host-network pod with its own user namespace.
+		if err := os.MkdirAll(m.stateDir(id), 0o711); err != nil {
+			return "", err
+		}
+		path, err := newNetNSInUserNS(m.netnsDir(), m.userNSPin(id), userns)
+		if err != nil {
+			return "", fmt.Errorf("creating namespaces for sandbox %s: %w", id, err)
+		}
+		sb.NetNS, sb.UserNS = path, m.userNSPin(id)
+	case !sb.HostNetwork():
 		path, err := newNetNS(m.netnsDir())
 		if err != nil {
 			return "", fmt.Errorf("creating network namespace for sandbox %s: %w", id, err)
@@ -90,9 +110,10 @@ func (m *Manager) Run(ctx context.Context, cfg *runtime.PodSandboxConfig, handle
 	// The container records the netns before anything is asked of CNI.
 	ctr, err := m.client.NewContainer(ctx, id,
 		client.WithContainerLabels(map[string]string{kindLabel: kindSandbox}),
+		rh.ContainerOpt(),
 		client.WithSnapshotter(image.Snapshotter),
-		client.WithNewSnapshot(id, pause),
-		client.WithNewSpec(m.pauseSpec(sb, pause)...),
+		client.WithNewSnapshot(id, pause, userns.SnapshotOpts()...),
+		client.WithNewSpec(m.pauseSpec(sb, pause, userns)...),
 		client.WithContainerExtension(recordExtension, &sb.Record),
 	)
 	if err != nil {

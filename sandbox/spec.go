@@ -32,7 +32,7 @@ const (
 )
 
 // pauseSpec returns the spec options of a sandbox's pause container.
-func (m *Manager) pauseSpec(sb *Sandbox, pause client.Image) []oci.SpecOpts {
+func (m *Manager) pauseSpec(sb *Sandbox, pause client.Image, userns *UserNS) []oci.SpecOpts {
 	cfg := sb.Config
 	lx := cfg.GetLinux()
 	sc := lx.GetSecurityContext()
@@ -41,6 +41,7 @@ func (m *Manager) pauseSpec(sb *Sandbox, pause client.Image) []oci.SpecOpts {
 
 	opts := []oci.SpecOpts{
 		oci.WithImageConfig(pause),
+		WithInheritedRlimits,
 		oci.WithRootFSReadonly(),
 		oci.WithNoNewPrivileges,
 		withOOMScoreAdj(ClampOOMScoreAdj(pauseOOMScoreAdj)),
@@ -89,6 +90,9 @@ func (m *Manager) pauseSpec(sb *Sandbox, pause client.Image) []oci.SpecOpts {
 	if sc.GetPrivileged() {
 		opts = append(opts, oci.WithPrivileged)
 	}
+	if userns != nil {
+		opts = append(opts, userns.SpecOpt(sb.UserNS))
+	}
 	return opts
 }
 
@@ -133,6 +137,16 @@ func withShm(path string) oci.SpecOpts {
 		})
 		return nil
 	}
+}
+
+// WithInheritedRlimits drops the default spec's resource limits (nofile
+// 1024), so that pod processes inherit the node's, as the kubelet expects of
+// a CRI runtime; runc also cannot set them inside a user namespace.
+func WithInheritedRlimits(_ context.Context, _ oci.Client, _ *containers.Container, s *oci.Spec) error {
+	if s.Process != nil {
+		s.Process.Rlimits = nil
+	}
+	return nil
 }
 
 func withSysctls(sysctls map[string]string) oci.SpecOpts {

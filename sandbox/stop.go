@@ -65,7 +65,7 @@ func (m *Manager) stop(ctx context.Context, sb *Sandbox) error {
 			return fmt.Errorf("removing network namespace of sandbox %s: %w", sb.ID, err)
 		}
 	}
-	return m.unmountShm(sb)
+	return m.unmountState(sb)
 }
 
 // Remove removes a sandbox, stopping it first if needed. Its containers must

@@ -56,6 +56,15 @@ func (s *Service) containerStatus(ctx context.Context, c container.Container) *r
 	if res := cfg.GetLinux().GetResources(); res != nil {
 		st.Resources = &runtime.ContainerResources{Linux: res}
 	}
+	if u := c.User; u != nil {
+		groups := make([]int64, len(u.Groups))
+		for i, g := range u.Groups {
+			groups[i] = int64(g)
+		}
+		st.User = &runtime.ContainerUser{Linux: &runtime.LinuxContainerUser{
+			Uid: int64(u.UID), Gid: int64(u.GID), SupplementalGroups: groups,
+		}}
+	}
 	return st
 }
 

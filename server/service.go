@@ -18,6 +18,7 @@ import (
 	"github.com/peapod-cri/peapod/eventbus"
 	"github.com/peapod-cri/peapod/image"
 	"github.com/peapod-cri/peapod/network"
+	"github.com/peapod-cri/peapod/runtimehandler"
 	"github.com/peapod-cri/peapod/sandbox"
 )
 
@@ -77,6 +78,7 @@ type Backends struct {
 	Containers Containers
 	Streaming  Streaming
 	Events     *eventbus.Bus
+	Handlers   *runtimehandler.Set
 }
 
 // Service implements the CRI RuntimeService and ImageService.
@@ -92,6 +94,7 @@ type Service struct {
 	containers Containers
 	streaming  Streaming
 	events     *eventbus.Bus
+	handlers   *runtimehandler.Set
 }
 
 // New returns a Service for the given configuration and backends.
@@ -105,6 +108,7 @@ func New(cfg *config.Config, b Backends) *Service {
 		containers: b.Containers,
 		streaming:  b.Streaming,
 		events:     b.Events,
+		handlers:   b.Handlers,
 	}
 }
 

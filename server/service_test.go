@@ -17,6 +17,7 @@ import (
 
 	"github.com/peapod-cri/peapod/config"
 	"github.com/peapod-cri/peapod/network"
+	"github.com/peapod-cri/peapod/runtimehandler"
 )
 
 // fakeContainerd answers Version with a fixed result.
@@ -89,7 +90,9 @@ func newTestService(ctrd Containerd, net Network) *Service {
 	if net == nil {
 		net = fakeNetwork{network.Status{Ready: true, Network: "podnet", File: "/etc/cni/net.d/10-podnet.conflist"}}
 	}
-	return New(testConfig(), Backends{Containerd: ctrd, Network: net})
+	handlers := runtimehandler.NewSet("runc", &runtimehandler.Handler{Name: "runc",
+		Runtime: config.Runtime{Type: config.RuncShim}, Features: runtimehandler.Features{RecursiveReadOnlyMounts: true}})
+	return New(testConfig(), Backends{Containerd: ctrd, Network: net, Handlers: handlers})
 }
 
 // serveBufconn serves register's services over an in-process connection,

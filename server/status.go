@@ -30,9 +30,13 @@ func (s *Service) Status(ctx context.Context, req *runtime.StatusRequest) (*runt
 	}
 	networkReady := &runtime.RuntimeCondition{Type: runtime.NetworkReady, Status: net.Ready, Reason: net.Reason, Message: net.Message}
 
-	resp := &runtime.StatusResponse{Status: &runtime.RuntimeStatus{
-		Conditions: []*runtime.RuntimeCondition{runtimeReady, networkReady},
-	}}
+	resp := &runtime.StatusResponse{
+		Status: &runtime.RuntimeStatus{
+			Conditions: []*runtime.RuntimeCondition{runtimeReady, networkReady},
+		},
+		RuntimeHandlers: s.handlers.Status(),
+		Features:        &runtime.RuntimeFeatures{SupplementalGroupsPolicy: true},
+	}
 	if req.GetVerbose() {
 		info, err := s.statusInfo(ctrdVersion, ctrdErr, net)
 		if err != nil {
@@ -55,10 +59,11 @@ func (s *Service) statusInfo(v client.Version, ctrdErr error, net network.Status
 	}
 	net.Message = "" // already in the condition
 	docs := map[string]any{
-		"config":     s.config,
-		"containerd": ctrd,
-		"network":    net,
-		"peapod":     map[string]string{"version": version.Version, "revision": version.Revision},
+		"config":          s.config,
+		"containerd":      ctrd,
+		"network":         net,
+		"peapod":          map[string]string{"version": version.Version, "revision": version.Revision},
+		"runtimeHandlers": s.handlers.List(),
 	}
 	info := make(map[string]string, len(docs))
 	for k, doc := range docs {

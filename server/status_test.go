@@ -102,7 +102,7 @@ func TestStatusVerboseInfo(t *testing.T) {
 			t.Fatal(err)
 		}
 		docs := map[string]map[string]any{}
-		for _, key := range []string{"config", "containerd", "network", "peapod"} {
+		for _, key := range []string{"config", "containerd", "network", "peapod"} { // and runtimeHandlers, a list
 			v, ok := resp.Info[key]
 			if !ok {
 				t.Fatalf("Info lacks %q: %v", key, resp.Info)
@@ -113,7 +113,10 @@ func TestStatusVerboseInfo(t *testing.T) {
 			}
 			docs[key] = doc
 		}
-		if len(resp.Info) != len(docs) {
+		if _, ok := resp.Info["runtimeHandlers"]; !ok {
+			t.Errorf("Info lacks runtimeHandlers")
+		}
+		if len(resp.Info) != len(docs)+1 {
 			t.Errorf("Info has unexpected keys: %v", resp.Info)
 		}
 		if got := docs["config"]["containerd-address"]; got != "/run/test/containerd.sock" {
@@ -197,5 +200,26 @@ func TestStatusPromptWhileContainerdHangs(t *testing.T) {
 	}
 	if rt, _ := conditions(t, resp); rt.Status || rt.Reason != "ContainerdUnreachable" {
 		t.Errorf("RuntimeReady = %v, want not ready", rt)
+	}
+}
+
+// Status advertises the runtime handlers, the default under "", with their
+// features, and the runtime-wide features.
+func TestStatusHandlersAndFeatures(t *testing.T) {
+	resp, err := newTestService(nil, nil).Status(context.Background(), &runtime.StatusRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := resp.GetRuntimeHandlers()
+	if len(hs) != 2 || hs[0].GetName() != "" || hs[1].GetName() != "runc" {
+		t.Fatalf("RuntimeHandlers = %v, want the default (\"\") and runc", hs)
+	}
+	for _, h := range hs {
+		if !h.GetFeatures().GetRecursiveReadOnlyMounts() || h.GetFeatures().GetUserNamespaces() {
+			t.Errorf("handler %q features = %v, want the test handler's (rro only)", h.GetName(), h.GetFeatures())
+		}
+	}
+	if !resp.GetFeatures().GetSupplementalGroupsPolicy() {
+		t.Error("Features.SupplementalGroupsPolicy = false")
 	}
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/peapod-cri/peapod/metrics"
 	"github.com/peapod-cri/peapod/monitor"
 	"github.com/peapod-cri/peapod/network"
+	"github.com/peapod-cri/peapod/runtimehandler"
 	"github.com/peapod-cri/peapod/sandbox"
 	"github.com/peapod-cri/peapod/server"
 	"github.com/peapod-cri/peapod/streaming"
@@ -62,15 +63,16 @@ func serve(cfg *config.Config) error {
 	})
 	net := network.NewManager(cfg.CNIConfDir, cfg.CNIBinDir, filepath.Join(cfg.State, "cni"))
 	events := &eventbus.Bus{}
-	sandboxes := sandbox.New(ctrd, images, net, sandbox.Config{
-		PauseImage: cfg.PauseImage, RootDir: cfg.Root, StateDir: cfg.State, Events: events,
-	})
 	self, err := os.Executable()
 	if err != nil {
 		return fmt.Errorf("finding peapod's own binary (the log driver): %w", err)
 	}
+	handlers := runtimehandler.Load(context.Background(), cfg, &runtimehandler.Prober{IDMapPath: cfg.Root})
+	sandboxes := sandbox.New(ctrd, images, net, sandbox.Config{
+		PauseImage: cfg.PauseImage, RootDir: cfg.Root, StateDir: cfg.State, Events: events, Handlers: handlers,
+	})
 	containers := container.New(ctrd, images, sandboxes, container.Config{
-		StateDir: cfg.State, LogDriver: self, Namespace: cfg.ContainerdNamespace, Events: events,
+		StateDir: cfg.State, LogDriver: self, Namespace: cfg.ContainerdNamespace, Events: events, Handlers: handlers,
 	})
 	stream, err := streaming.New(cfg.StreamingAddress, containers, sandboxes)
 	if err != nil {
@@ -84,6 +86,7 @@ func serve(cfg *config.Config) error {
 		Containers: containers,
 		Streaming:  stream,
 		Events:     events,
+		Handlers:   handlers,
 	})
 	g := grpc.NewServer(
 		grpc.ChainUnaryInterceptor(server.UnaryInterceptor(m)),

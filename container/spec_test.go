@@ -1,0 +1,125 @@
+package container
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+
+	"github.com/containerd/containerd/v2/core/containers"
+	"github.com/containerd/containerd/v2/pkg/oci"
+	"github.com/containerd/errdefs"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/peapod-cri/peapod/image"
+	"github.com/peapod-cri/peapod/runtimehandler"
+)
+
+func TestReadOnlyOption(t *testing.T) {
+	rro := runtimehandler.Features{RecursiveReadOnlyMounts: true}
+	private := runtime.MountPropagation_PROPAGATION_PRIVATE
+	cases := []struct {
+		name     string
+		mnt      *runtime.Mount
+		features runtimehandler.Features
+		want     string
+		invalid  bool
+	}{
+		{name: "read-write", mnt: &runtime.Mount{}, want: "rw"},
+		{name: "read-only", mnt: &runtime.Mount{Readonly: true}, want: "ro"},
+		{name: "recursive", mnt: &runtime.Mount{Readonly: true, RecursiveReadOnly: true, Propagation: private}, features: rro, want: "rro"},
+		{name: "recursive but writable", mnt: &runtime.Mount{RecursiveReadOnly: true}, features: rro, invalid: true},
+		{name: "recursive host-to-container", mnt: &runtime.Mount{Readonly: true, RecursiveReadOnly: true,
+			Propagation: runtime.MountPropagation_PROPAGATION_HOST_TO_CONTAINER}, features: rro, invalid: true},
+		{name: "recursive bidirectional", mnt: &runtime.Mount{Readonly: true, RecursiveReadOnly: true,
+			Propagation: runtime.MountPropagation_PROPAGATION_BIDIRECTIONAL}, features: rro, invalid: true},
+		{name: "recursive, handler without it", mnt: &runtime.Mount{Readonly: true, RecursiveReadOnly: true, Propagation: private}, invalid: true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := readOnlyOption(tc.mnt, tc.features)
+			if tc.invalid {
+				if !errdefs.IsInvalidArgument(err) {
+					t.Fatalf("error = %v, want InvalidArgument", err)
+				}
+				return
+			}
+			if err != nil || got != tc.want {
+				t.Fatalf("readOnlyOption = %q, %v; want %q", got, err, tc.want)
+			}
+		})
+	}
+}
+
+// TestUserOptsGroups applies the user options to a spec over a root
+// filesystem whose /etc/group puts uid 1000 in group 50000, as critest's
+// image does, and checks the process identity under each policy.
+func TestUserOptsGroups(t *testing.T) {
+	root := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(root, "etc"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for name, content := range map[string]string{
+		"passwd": "root:x:0:0:root:/root:/bin/sh\ndefault-user:x:1000:1000::/home:/bin/sh\n",
+		"group":  "root:x:0:\ndefault-user:x:1000:\ngroup-defined-in-image:x:50000:default-user\n",
+	} {
+		if err := os.WriteFile(filepath.Join(root, "etc", name), []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	img := image.Image{Config: ocispec.ImageConfig{User: "default-user"}}
+	cases := []struct {
+		name       string
+		sc         *runtime.LinuxContainerSecurityContext
+		uid, gid   uint32
+		wantGroups []uint32
+	}{
+		{name: "image user, merge",
+			sc:  &runtime.LinuxContainerSecurityContext{},
+			uid: 1000, gid: 1000, wantGroups: []uint32{1000, 50000}},
+		{name: "run as 1000 with a supplemental group, merge",
+			sc:  &runtime.LinuxContainerSecurityContext{RunAsUser: &runtime.Int64Value{Value: 1000}, SupplementalGroups: []int64{1234}},
+			uid: 1000, gid: 1000, wantGroups: []uint32{1000, 1234, 50000}},
+		{name: "strict drops the image's groups",
+			sc: &runtime.LinuxContainerSecurityContext{RunAsUser: &runtime.Int64Value{Value: 1000}, SupplementalGroups: []int64{1234},
+				SupplementalGroupsPolicy: runtime.SupplementalGroupsPolicy_Strict},
+			uid: 1000, gid: 1000, wantGroups: []uint32{1000, 1234}},
+		{name: "run as group",
+			sc: &runtime.LinuxContainerSecurityContext{RunAsUser: &runtime.Int64Value{Value: 1000}, RunAsGroup: &runtime.Int64Value{Value: 7},
+				SupplementalGroupsPolicy: runtime.SupplementalGroupsPolicy_Strict},
+			uid: 1000, gid: 7, wantGroups: []uint32{7}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			s := &oci.Spec{Process: &specs.Process{}, Root: &specs.Root{Path: root}, Linux: &specs.Linux{}}
+			c := &Container{}
+			for _, opt := range append(userOpts(tc.sc, img), recordUser(c)) {
+				if err := opt(context.Background(), nil, &containers.Container{}, s); err != nil {
+					t.Fatal(err)
+				}
+			}
+			u := s.Process.User
+			groups := slices.Sorted(slices.Values(u.AdditionalGids))
+			if u.UID != tc.uid || u.GID != tc.gid || !slices.Equal(groups, tc.wantGroups) {
+				t.Errorf("user = %d:%d groups %v, want %d:%d groups %v", u.UID, u.GID, groups, tc.uid, tc.gid, tc.wantGroups)
+			}
+			if c.User == nil || c.User.UID != u.UID || c.User.GID != u.GID || !slices.Equal(c.User.Groups, u.AdditionalGids) {
+				t.Errorf("recorded user = %+v, want the spec's %+v", c.User, u)
+			}
+		})
+	}
+}
+
+func TestIDMappings(t *testing.T) {
+	got := idMappings([]*runtime.IDMapping{{ContainerId: 0, HostId: 100000, Length: 65536}})
+	want := []specs.LinuxIDMapping{{ContainerID: 0, HostID: 100000, Size: 65536}}
+	if !slices.Equal(got, want) {
+		t.Errorf("idMappings = %v, want %v", got, want)
+	}
+	if idMappings(nil) != nil {
+		t.Error("idMappings(nil) is not nil")
+	}
+}
