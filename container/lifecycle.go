@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/containerd/containerd/v2/client"
-	"github.com/containerd/containerd/v2/pkg/cio"
 	"github.com/containerd/errdefs"
 	"github.com/moby/sys/signal"
 	"google.golang.org/protobuf/proto"
@@ -130,7 +129,11 @@ func (m *Manager) Start(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
-	task, err := ctr.NewTask(ctx, m.ioCreator(&c))
+	stdio, err := m.prepareStdio(&c)
+	if err != nil {
+		return err
+	}
+	task, err := ctr.NewTask(ctx, stdio.creator())
 	var exited <-chan client.ExitStatus
 	if err == nil {
 		// Wait before Start: a container that exits at once must not be missed.
@@ -143,6 +146,7 @@ func (m *Manager) Start(ctx context.Context, id string) error {
 		_, _ = task.Delete(context.WithoutCancel(ctx), client.WithProcessKill)
 	}
 	if err != nil {
+		stdio.abort()
 		failed, _ := m.index.Update(c.ID, func(r *Container) {
 			r.State, r.ExitCode, r.Reason, r.Message = StateExited, 128, ReasonStartError, err.Error()
 			r.StartedAt, r.FinishedAt = time.Now(), time.Now()
@@ -172,19 +176,6 @@ func (m *Manager) watchExit(ctx context.Context, id string, exited <-chan client
 		return // the wait broke (containerd restarted): events and Resync take over
 	}
 	m.recordExit(ctx, id, int32(st.ExitCode()), st.ExitTime())
-}
-
-// ioCreator sends the container's output to the CRI log through peapod's
-// log driver, run by the shim: logs keep flowing while peapod restarts.
-func (m *Manager) ioCreator(c *Container) cio.Creator {
-	if c.LogPath == "" {
-		return cio.NullIO
-	}
-	return cio.BinaryIO(m.config.LogDriver, map[string]string{
-		logDriverFlag: "1",
-		"path":        c.LogPath,
-		"pidfile":     m.pidFile(c.ID),
-	})
 }
 
 // Stop stops a running container: its stop signal, then SIGKILL after

@@ -33,50 +33,111 @@ func IsLogDriver(args []string) bool { return slices.Contains(args, logDriverFla
 //
 //	<RFC3339Nano time> <stdout|stderr> <F|P> <line>
 //
-// to the log path, reopens the file on SIGUSR1 (after the kubelet rotated
-// it), and exits when the container's output ends. It runs under the shim,
-// not peapod, so logs keep flowing while peapod restarts.
+// to the log path (if one is given), reopens the file on SIGUSR1 (after the
+// kubelet rotated it), serves the output to attach clients on the socket
+// (see relay.go), and exits when the container's output ends. It runs under
+// the shim, not peapod, so logs keep flowing and attach keeps working while
+// peapod restarts.
 func RunLogDriver(args []string) error {
+	opts := parseOptions(args)
+	return relayOutput(opts, []outputStream{
+		{os.NewFile(3, "stdout"), streamStdout},
+		{os.NewFile(4, "stderr"), streamStderr},
+	}, func() {
+		ready := os.NewFile(5, "ready")
+		_, _ = ready.Write([]byte{1})
+		_ = ready.Close()
+	})
+}
+
+// parseOptions reads "key value" argument pairs.
+func parseOptions(args []string) map[string]string {
 	opts := map[string]string{}
 	for i := 0; i+1 < len(args); i += 2 {
 		opts[args[i]] = args[i+1]
 	}
-	path, pidfile := opts["path"], opts["pidfile"]
-	if path == "" {
-		return errors.New("log driver: no path")
+	return opts
+}
+
+// outputStream is one output stream of a container, as its IO process reads it.
+type outputStream struct {
+	r  io.Reader
+	id byte // streamStdout or streamStderr
+}
+
+// relayOutput is the body of a container's IO process (the shim-run log
+// driver or the fifo relay): it copies each stream to the CRI log at
+// opts["path"] (none if empty) and to the attach clients of the socket at
+// opts["socket"] (none if empty), records its PID in opts["pidfile"] for
+// ReopenLog's SIGUSR1, calls ready once it is set up, and returns when every
+// stream has ended.
+func relayOutput(opts map[string]string, streams []outputStream, ready func()) error {
+	path, pidfile, socket := opts["path"], opts["pidfile"], opts["socket"]
+	if path == "" && socket == "" {
+		return errors.New("container IO: neither a log path nor an attach socket")
 	}
-	w, err := openLog(path)
-	if err != nil {
-		return err
+	var w *criLog
+	if path != "" {
+		var err error
+		if w, err = openLog(path); err != nil {
+			return err
+		}
+		defer w.close()
 	}
-	defer w.close()
 	if pidfile != "" {
 		if err := os.MkdirAll(filepath.Dir(pidfile), 0o700); err == nil {
 			_ = os.WriteFile(pidfile, []byte(strconv.Itoa(os.Getpid())), 0o600)
 			defer os.Remove(pidfile)
 		}
 	}
-	reopen := make(chan os.Signal, 1)
-	signal.Notify(reopen, syscall.SIGUSR1)
-	go func() {
-		for range reopen {
-			if err := w.reopen(); err != nil {
-				fmt.Fprintf(os.Stderr, "peapod log driver: reopening %s: %v\n", path, err)
+	if w != nil {
+		reopen := make(chan os.Signal, 1)
+		signal.Notify(reopen, syscall.SIGUSR1)
+		go func() {
+			for range reopen {
+				if err := w.reopen(); err != nil {
+					fmt.Fprintf(os.Stderr, "peapod container IO: reopening %s: %v\n", path, err)
+				}
 			}
+		}()
+	}
+	h := newHub()
+	if socket != "" {
+		// Without its socket the container only loses attach: its output
+		// must still be read, or the container would block on it.
+		if l, err := listenUnix(socket); err != nil {
+			fmt.Fprintf(os.Stderr, "peapod container IO: %v\n", err)
+		} else {
+			go h.serve(l)
+			defer os.Remove(socket)
+			defer l.Close()
 		}
-	}()
+	}
 
-	ready := os.NewFile(5, "ready")
-	_, _ = ready.Write([]byte{1})
-	_ = ready.Close()
+	ready()
 
 	var wg sync.WaitGroup
-	for fd, stream := range map[uintptr]string{3: "stdout", 4: "stderr"} {
-		f := os.NewFile(fd, stream)
-		wg.Go(func() { w.copyLines(f, stream) })
+	for _, s := range streams {
+		wg.Go(func() {
+			out := h.writer(s.id)
+			if w != nil {
+				w.copyLines(io.TeeReader(s.r, out), streamName(s.id))
+			} else {
+				_, _ = io.Copy(out, s.r)
+			}
+			h.end(s.id)
+		})
 	}
 	wg.Wait()
+	h.close(hubCloseTimeout)
 	return nil
+}
+
+func streamName(id byte) string {
+	if id == streamStderr {
+		return "stderr"
+	}
+	return "stdout"
 }
 
 // criLog writes CRI log entries to a file that can be reopened.

@@ -35,6 +35,9 @@ func run(args []string, stdout, stderr io.Writer) error {
 	if container.IsLogDriver(args) {
 		return container.RunLogDriver(args)
 	}
+	if container.IsContainerIO(args) {
+		return container.RunContainerIO(args[1:])
+	}
 	if len(args) == 1 && args[0] == sandbox.PauseCommand {
 		return sandbox.RunPause()
 	}

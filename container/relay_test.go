@@ -1,0 +1,373 @@
+package container
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestFrameRoundTrip(t *testing.T) {
+	cases := []struct {
+		name    string
+		stream  byte
+		payload []byte
+	}{
+		{"greeting", streamAttached, nil},
+		{"stdout line", streamStdout, []byte("hello\n")},
+		{"stderr partial line", streamStderr, []byte("no newline")},
+		{"end of stdout", streamStdout, nil},
+		{"largest", streamStdout, bytes.Repeat([]byte{'x'}, maxFrame)},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			frame := appendFrame(nil, tc.stream, tc.payload)
+			if len(frame) != frameHeader+len(tc.payload) {
+				t.Fatalf("frame is %d bytes, want %d", len(frame), frameHeader+len(tc.payload))
+			}
+			stream, p, err := readFrame(bytes.NewReader(frame), make([]byte, maxFrame))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if stream != tc.stream || !bytes.Equal(p, tc.payload) {
+				t.Errorf("read stream %d %q, want %d %q", stream, p, tc.stream, tc.payload)
+			}
+		})
+	}
+}
+
+func TestReadFrameErrors(t *testing.T) {
+	cases := []struct {
+		name  string
+		input []byte
+		want  error
+	}{
+		{"nothing", nil, io.EOF},
+		{"short header", []byte{1, 0, 0}, io.ErrUnexpectedEOF},
+		{"short payload", append(appendFrame(nil, streamStdout, []byte("hello"))[:frameHeader], 'h'), io.ErrUnexpectedEOF},
+		{"too long", []byte{1, 0, 1, 0, 1}, errFrameTooLong},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, _, err := readFrame(bytes.NewReader(tc.input), make([]byte, maxFrame))
+			if !errors.Is(err, tc.want) {
+				t.Errorf("readFrame = %v, want %v", err, tc.want)
+			}
+		})
+	}
+}
+
+// frameReader reads frames from an attach client's side of a connection.
+type frameReader struct {
+	t    *testing.T
+	conn net.Conn
+	buf  []byte
+}
+
+func newFrameReader(t *testing.T, conn net.Conn) *frameReader {
+	return &frameReader{t: t, conn: conn, buf: make([]byte, maxFrame)}
+}
+
+func (r *frameReader) next() (byte, string, error) {
+	_ = r.conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	stream, p, err := readFrame(r.conn, r.buf)
+	return stream, string(p), err
+}
+
+// expect reads frames and fails unless they are want, as "stream:payload".
+func (r *frameReader) expect(want ...string) {
+	r.t.Helper()
+	for i, w := range want {
+		stream, p, err := r.next()
+		if err != nil {
+			r.t.Fatalf("frame %d: %v, want %q", i, err, w)
+		}
+		if got := string('0'+stream) + ":" + p; got != w {
+			r.t.Fatalf("frame %d is %q, want %q", i, got, w)
+		}
+	}
+}
+
+// attachPipe adds one end of a pipe to h and returns the client's end.
+func attachPipe(t *testing.T, h *hub) net.Conn {
+	server, client := net.Pipe()
+	t.Cleanup(func() { client.Close() })
+	h.add(server)
+	return client
+}
+
+func TestHubBroadcast(t *testing.T) {
+	h := newHub()
+	a, b := newFrameReader(t, attachPipe(t, h)), newFrameReader(t, attachPipe(t, h))
+	stdout, stderr := h.writer(streamStdout), h.writer(streamStderr)
+	io.WriteString(stdout, "one\n")
+	io.WriteString(stderr, "oops")
+	io.WriteString(stdout, "two\n")
+	h.end(streamStdout)
+	h.end(streamStderr)
+	go h.close(time.Second)
+	for _, r := range []*frameReader{a, b} {
+		r.expect("0:", "1:one\n", "2:oops", "1:two\n", "1:", "2:")
+		if _, _, err := r.next(); !errors.Is(err, io.EOF) {
+			t.Errorf("after the output ended: %v, want EOF", err)
+		}
+	}
+}
+
+func TestHubSplitsLongWrites(t *testing.T) {
+	h := newHub()
+	r := newFrameReader(t, attachPipe(t, h))
+	long := bytes.Repeat([]byte("0123456789"), maxFrame/5+1) // 2 frames and a bit
+	go func() { h.writer(streamStdout).Write(long) }()
+	r.expect("0:")
+	var got []byte
+	for len(got) < len(long) {
+		stream, p, err := r.next()
+		if err != nil || stream != streamStdout || len(p) > maxFrame {
+			t.Fatalf("frame: stream %d, %d bytes, %v", stream, len(p), err)
+		}
+		got = append(got, p...)
+	}
+	if !bytes.Equal(got, long) {
+		t.Errorf("the frames do not add up to what was written")
+	}
+}
+
+func TestHubLateClientLearnsWhatEnded(t *testing.T) {
+	h := newHub()
+	io.WriteString(h.writer(streamStderr), "before anyone came")
+	h.end(streamStderr)
+	r := newFrameReader(t, attachPipe(t, h))
+	io.WriteString(h.writer(streamStdout), "after")
+	r.expect("0:", "2:", "1:after")
+}
+
+func TestHubDropsSlowClient(t *testing.T) {
+	h := newHub()
+	h.backlog = 4 << 10
+	stalled := attachPipe(t, h) // never read
+	r := newFrameReader(t, attachPipe(t, h))
+	r.expect("0:")
+	// The stalled client's greeting is in its writer; read nothing more.
+	chunk := bytes.Repeat([]byte{'x'}, 1000)
+	w := h.writer(streamStdout)
+	begin := time.Now()
+	for i := range 20 {
+		w.Write(chunk)
+		// The live client keeps up; its backlog never grows.
+		if stream, p, err := r.next(); err != nil || stream != streamStdout || len(p) != len(chunk) {
+			t.Fatalf("write %d: live client got stream %d, %d bytes, %v", i, stream, len(p), err)
+		}
+	}
+	if took := time.Since(begin); took > 2*time.Second {
+		t.Errorf("writing took %s with a stalled client", took)
+	}
+	h.mu.Lock()
+	n := len(h.subs)
+	h.mu.Unlock()
+	if n != 1 {
+		t.Errorf("%d clients after the stalled one fell behind, want 1", n)
+	}
+	_ = stalled.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.Copy(io.Discard, stalled); err != nil {
+		t.Errorf("the stalled client's connection: %v, want it closed", err)
+	}
+}
+
+func TestHubForgetsClientsThatLeave(t *testing.T) {
+	h := newHub()
+	c := attachPipe(t, h)
+	newFrameReader(t, c).expect("0:")
+	c.Close()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		h.mu.Lock()
+		n := len(h.subs)
+		h.mu.Unlock()
+		if n == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d clients after the only one left", n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// longDir returns a directory whose socket paths exceed a unix address.
+func longDir(t *testing.T) string {
+	dir := filepath.Join(t.TempDir(), strings.Repeat("d", 60), strings.Repeat("e", 60))
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+func TestUnixSocketPaths(t *testing.T) {
+	cases := []struct {
+		name string
+		dir  string
+	}{
+		{"short", t.TempDir()},
+		{"longer than a unix address", longDir(t)},
+	}
+	for _, tc := range cases {
+		path := filepath.Join(tc.dir, "attach.sock")
+		t.Run(tc.name, func(t *testing.T) {
+			l, err := listenUnix(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer l.Close()
+			if fi, err := os.Stat(path); err != nil || fi.Mode().Type() != os.ModeSocket {
+				t.Fatalf("socket at %s: %v", path, err)
+			}
+			go func() {
+				if c, err := l.Accept(); err == nil {
+					c.Write([]byte("hi"))
+					c.Close()
+				}
+			}()
+			c, err := dialUnix(path, time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			if b, err := io.ReadAll(c); err != nil || string(b) != "hi" {
+				t.Errorf("read %q, %v", b, err)
+			}
+			l.Close()
+			if _, err := os.Stat(path); err != nil {
+				t.Errorf("closing the listener removed the socket (%v): the IO process removes it by its full path", err)
+			}
+		})
+	}
+}
+
+func TestRelayOutput(t *testing.T) {
+	dir := longDir(t)
+	opts := map[string]string{
+		"path":    filepath.Join(dir, "logs", "c.log"),
+		"socket":  filepath.Join(dir, "attach.sock"),
+		"pidfile": filepath.Join(dir, "io.pid"),
+	}
+	outR, outW := io.Pipe()
+	errR, errW := io.Pipe()
+	ready := make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		done <- relayOutput(opts, []outputStream{{outR, streamStdout}, {errR, streamStderr}}, func() { close(ready) })
+	}()
+	select {
+	case <-ready:
+	case err := <-done:
+		t.Fatalf("relayOutput: %v", err)
+	}
+	if b, err := os.ReadFile(opts["pidfile"]); err != nil || strings.TrimSpace(string(b)) == "" {
+		t.Errorf("pid file: %q, %v", b, err)
+	}
+	conn, err := dialUnix(opts["socket"], time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	r := newFrameReader(t, conn)
+	r.expect("0:")
+
+	io.WriteString(outW, "hello\nwor")
+	io.WriteString(errW, "oops\n")
+	io.WriteString(outW, "ld\n")
+	outW.Close()
+	errW.Close()
+
+	var stdout, stderr strings.Builder
+	ended := 0
+	for ended < 2 {
+		stream, p, err := r.next()
+		if err != nil {
+			t.Fatalf("after %q and %q: %v", stdout.String(), stderr.String(), err)
+		}
+		switch {
+		case p == "":
+			ended++
+		case stream == streamStdout:
+			stdout.WriteString(p)
+		case stream == streamStderr:
+			stderr.WriteString(p)
+		}
+	}
+	if stdout.String() != "hello\nworld\n" || stderr.String() != "oops\n" {
+		t.Errorf("attach got stdout %q, stderr %q", stdout.String(), stderr.String())
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("relayOutput did not return after its streams ended")
+	}
+
+	log, err := os.ReadFile(opts["path"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	var entries []string
+	for _, line := range strings.Split(strings.TrimSuffix(string(log), "\n"), "\n") {
+		f := strings.SplitN(line, " ", 4)
+		if len(f) != 4 {
+			t.Fatalf("log line %q", line)
+		}
+		if _, err := time.Parse(time.RFC3339Nano, f[0]); err != nil {
+			t.Errorf("log line %q: %v", line, err)
+		}
+		entries = append(entries, strings.Join(f[1:], " "))
+	}
+	want := map[string]bool{"stdout F hello": true, "stdout F world": true, "stderr F oops": true}
+	if len(entries) != len(want) {
+		t.Errorf("log entries %q, want %d", entries, len(want))
+	}
+	for _, e := range entries {
+		if !want[e] {
+			t.Errorf("unexpected log entry %q", e)
+		}
+	}
+	for _, f := range []string{opts["socket"], opts["pidfile"]} {
+		if _, err := os.Stat(f); !os.IsNotExist(err) {
+			t.Errorf("%s left behind (%v)", f, err)
+		}
+	}
+}
+
+func TestRelayOutputWithoutLog(t *testing.T) {
+	dir := t.TempDir()
+	opts := map[string]string{"socket": filepath.Join(dir, "attach.sock")}
+	outR, outW := io.Pipe()
+	ready := make(chan struct{})
+	done := make(chan error, 1)
+	go func() { done <- relayOutput(opts, []outputStream{{outR, streamStdout}}, func() { close(ready) }) }()
+	<-ready
+	conn, err := dialUnix(opts["socket"], time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	r := newFrameReader(t, conn)
+	r.expect("0:")
+	io.WriteString(outW, "partial")
+	r.expect("1:partial")
+	outW.Close()
+	r.expect("1:")
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+
+	if err := relayOutput(map[string]string{}, nil, func() {}); err == nil {
+		t.Errorf("relayOutput with neither a log nor a socket succeeded")
+	}
+}

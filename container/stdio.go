@@ -1,0 +1,221 @@
+package container
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"syscall"
+	"time"
+
+	"github.com/containerd/containerd/v2/pkg/cio"
+	"github.com/containerd/fifo"
+	"golang.org/x/sys/unix"
+	"k8s.io/klog/v2"
+)
+
+// A container's stdio goes one of two ways, both served by an IO process
+// that outlives peapod (so logs flow and attach works across its restarts):
+//
+//   - With a terminal, or without stdin: the shim runs peapod as a log
+//     driver (a binary:// stdout URI) and hands it the output. The shim gives
+//     such a container no stdin except through a terminal, so a tty
+//     container with stdin also gets a stdin fifo, which the shim copies to
+//     the terminal.
+//   - Without a terminal but with stdin: the shim copies fifos (stdin to the
+//     container, its stdout and stderr out), and peapod starts the IO
+//     process itself, detached, to read the output fifos.
+//
+// Either way the shim holds the stdin fifo open for writing, so attach
+// sessions can open and close it without the container seeing EOF; its
+// stdin is closed explicitly, through the task's CloseIO.
+
+const (
+	// containerIOArg starts peapod as the fifo relay of a container.
+	containerIOArg = "peapod-container-io"
+	// ioReadyTimeout bounds the wait for a started fifo relay to be ready.
+	ioReadyTimeout = 10 * time.Second
+	// fifoOpenTimeout bounds how long a fifo relay waits for the shim to
+	// open the output fifos: a relay whose task was never created (peapod
+	// died before) must not wait forever.
+	fifoOpenTimeout = 5 * time.Minute
+)
+
+// stateDir holds a container's runtime files: the IO process's pid file,
+// the attach socket, the stdio fifos.
+func (m *Manager) stateDir(id string) string { return filepath.Dir(m.pidFile(id)) }
+
+func (m *Manager) attachSocket(id string) string {
+	return filepath.Join(m.stateDir(id), "attach.sock")
+}
+
+func (m *Manager) stdioFifo(id, stream string) string {
+	return filepath.Join(m.stateDir(id), stream)
+}
+
+// taskStdio is how a container's task is wired: the stdio configuration
+// given to the shim, and the fifo relay peapod started, if any.
+type taskStdio struct {
+	config cio.Config
+	relay  *os.Process
+}
+
+// creator returns the cio.Creator for NewTask: the shim does all the
+// copying, nothing runs in peapod.
+func (s *taskStdio) creator() cio.Creator {
+	return func(string) (cio.IO, error) { return stdioConfig(s.config), nil }
+}
+
+// abort ends the fifo relay of a task that failed to start.
+func (s *taskStdio) abort() {
+	if s != nil && s.relay != nil {
+		_ = s.relay.Kill()
+	}
+}
+
+// stdioConfig is a cio.IO that only names the task's stdio.
+type stdioConfig cio.Config
+
+func (c stdioConfig) Config() cio.Config { return cio.Config(c) }
+func (stdioConfig) Cancel()              {}
+func (stdioConfig) Wait()                {}
+func (stdioConfig) Close() error         { return nil }
+
+// prepareStdio sets up the stdio of container c's task before NewTask.
+func (m *Manager) prepareStdio(c *Container) (*taskStdio, error) {
+	dir := m.stateDir(c.ID)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("creating the state directory of container %s: %w", c.ID, err)
+	}
+	tty, stdin := c.Config.GetTty(), c.Config.GetStdin()
+	opts := map[string]string{"socket": m.attachSocket(c.ID), "pidfile": m.pidFile(c.ID)}
+	if c.LogPath != "" {
+		opts["path"] = c.LogPath
+	}
+	var cfg cio.Config
+	if stdin {
+		cfg.Stdin = m.stdioFifo(c.ID, "stdin")
+		if err := mkfifo(cfg.Stdin); err != nil {
+			return nil, err
+		}
+	}
+	if tty || !stdin {
+		opts[logDriverFlag] = "1"
+		uri, err := cio.LogURIGenerator("binary", m.config.LogDriver, opts)
+		if err != nil {
+			return nil, err
+		}
+		cfg.Terminal, cfg.Stdout, cfg.Stderr = tty, uri.String(), uri.String()
+		return &taskStdio{config: cfg}, nil
+	}
+	cfg.Stdout, cfg.Stderr = m.stdioFifo(c.ID, "stdout"), m.stdioFifo(c.ID, "stderr")
+	for _, p := range []string{cfg.Stdout, cfg.Stderr} {
+		if err := mkfifo(p); err != nil {
+			return nil, err
+		}
+	}
+	opts["stdout"], opts["stderr"] = cfg.Stdout, cfg.Stderr
+	relay, err := m.startRelay(c.ID, opts)
+	if err != nil {
+		return nil, err
+	}
+	return &taskStdio{config: cfg, relay: relay}, nil
+}
+
+func mkfifo(path string) error {
+	_ = os.Remove(path)
+	if err := unix.Mkfifo(path, 0o600); err != nil {
+		return &os.PathError{Op: "mkfifo", Path: path, Err: err}
+	}
+	return nil
+}
+
+// startRelay starts peapod as the fifo relay of container id, in a session
+// of its own and with no stdio of peapod's, so it outlives peapod; a
+// goroutine reaps it while peapod lives. It returns once the relay listens
+// on its socket and waits on the output fifos.
+func (m *Manager) startRelay(id string, opts map[string]string) (*os.Process, error) {
+	args := []string{containerIOArg}
+	for _, k := range slices.Sorted(maps.Keys(opts)) {
+		args = append(args, k, opts[k])
+	}
+	r, w, err := os.Pipe()
+	if err != nil {
+		return nil, err
+	}
+	defer r.Close()
+	cmd := exec.Command(m.config.LogDriver, args...)
+	cmd.ExtraFiles = []*os.File{w} // fd 3: readiness
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	err = cmd.Start()
+	w.Close()
+	if err != nil {
+		return nil, fmt.Errorf("starting the IO process of container %s: %w", id, err)
+	}
+	go func() {
+		err := cmd.Wait()
+		klog.V(4).InfoS("Container IO process ended", "id", id, "pid", cmd.Process.Pid, "status", err)
+	}()
+	ready := make(chan error, 1)
+	go func() {
+		b := make([]byte, 1)
+		n, err := r.Read(b)
+		if n == 1 {
+			err = nil
+		} else if err == nil {
+			err = errors.New("no readiness byte")
+		}
+		ready <- err
+	}()
+	select {
+	case err = <-ready:
+	case <-time.After(ioReadyTimeout):
+		err = fmt.Errorf("not ready after %s", ioReadyTimeout)
+	}
+	if err != nil {
+		_ = cmd.Process.Kill()
+		return nil, fmt.Errorf("IO process of container %s: %w", id, err)
+	}
+	return cmd.Process, nil
+}
+
+// IsContainerIO reports whether peapod was started as a container's fifo relay.
+func IsContainerIO(args []string) bool { return len(args) > 0 && args[0] == containerIOArg }
+
+// RunContainerIO is the fifo relay of a container without a terminal but
+// with stdin: args (after containerIOArg) are "key value" pairs naming the
+// stdout and stderr fifos, and, as for the log driver, the log path, the
+// attach socket and the pid file. It signals readiness on file descriptor 3
+// and exits when both output fifos reach EOF after the container ended.
+func RunContainerIO(args []string) error {
+	opts := parseOptions(args)
+	if opts["stdout"] == "" || opts["stderr"] == "" {
+		return errors.New("container IO: stdout and stderr fifos are required")
+	}
+	// Opening a fifo for reading waits for a writer (the shim, at NewTask):
+	// the opens go on in the background, ended by the timeout if the task
+	// never comes.
+	ctx, cancel := context.WithTimeout(context.Background(), fifoOpenTimeout)
+	defer cancel()
+	var streams []outputStream
+	for _, s := range []struct {
+		path string
+		id   byte
+	}{{opts["stdout"], streamStdout}, {opts["stderr"], streamStderr}} {
+		f, err := fifo.OpenFifo(ctx, s.path, syscall.O_RDONLY|syscall.O_NONBLOCK, 0)
+		if err != nil {
+			return fmt.Errorf("container IO: opening %s: %w", s.path, err)
+		}
+		defer f.Close()
+		streams = append(streams, outputStream{f, s.id})
+	}
+	return relayOutput(opts, streams, func() {
+		ready := os.NewFile(3, "ready")
+		_, _ = ready.Write([]byte{1})
+		_ = ready.Close()
+	})
+}
