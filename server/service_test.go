@@ -140,7 +140,6 @@ func TestUnimplementedRPCs(t *testing.T) {
 			_, err := rt.ListMetricDescriptors(ctx, &runtime.ListMetricDescriptorsRequest{})
 			return err
 		}},
-		{"Attach", func() error { _, err := rt.Attach(ctx, &runtime.AttachRequest{}); return err }},
 		{"UpdatePodSandboxResources", func() error {
 			_, err := rt.UpdatePodSandboxResources(ctx, &runtime.UpdatePodSandboxResourcesRequest{})
 			return err

@@ -26,6 +26,7 @@ type TerminalSize = remotecommand.TerminalSize
 // Containers is what streaming needs of the container package.
 type Containers interface {
 	Exec(ctx context.Context, id string, cmd []string, stdin io.Reader, stdout, stderr io.WriteCloser, tty bool, resize <-chan TerminalSize) error
+	Attach(ctx context.Context, id string, stdin io.Reader, stdout, stderr io.WriteCloser, tty bool, resize <-chan TerminalSize) error
 }
 
 // Sandboxes is what streaming needs of the sandbox package: the path of a
@@ -98,10 +99,8 @@ func (a *adapter) Exec(ctx context.Context, id string, cmd []string, in io.Reade
 	return a.containers.Exec(ctx, id, cmd, in, out, errw, tty, resize)
 }
 
-// Attach is not offered yet: the CRI Attach call answers Unimplemented and
-// hands out no attach URL, so no session can reach this.
-func (a *adapter) Attach(context.Context, string, io.Reader, io.WriteCloser, io.WriteCloser, bool, <-chan remotecommand.TerminalSize) error {
-	return errors.New("attach is not supported yet")
+func (a *adapter) Attach(ctx context.Context, id string, in io.Reader, out, errw io.WriteCloser, tty bool, resize <-chan remotecommand.TerminalSize) error {
+	return a.containers.Attach(ctx, id, in, out, errw, tty, resize)
 }
 
 func (a *adapter) PortForward(ctx context.Context, podID string, port int32, stream io.ReadWriteCloser) error {
