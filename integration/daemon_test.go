@@ -370,8 +370,8 @@ func TestUnimplemented(t *testing.T) {
 	if _, err := rt.ListMetricDescriptors(ctx, &runtime.ListMetricDescriptorsRequest{}); status.Code(err) != codes.Unimplemented {
 		t.Errorf("ListMetricDescriptors = %v, want Unimplemented", err)
 	}
-	if _, err := rt.Attach(ctx, &runtime.AttachRequest{}); status.Code(err) != codes.Unimplemented {
-		t.Errorf("Attach = %v, want Unimplemented", err)
+	if _, err := rt.CheckpointContainer(ctx, &runtime.CheckpointContainerRequest{}); status.Code(err) != codes.Unimplemented {
+		t.Errorf("CheckpointContainer = %v, want Unimplemented", err)
 	}
 }
 
