@@ -99,7 +99,7 @@ func (m *Manager) specOpts(_ context.Context, c *Container, sb *sandbox.Sandbox,
 	opts = append(opts, secOpts...)
 	opts = append(opts, resourceOpts(cfg.GetLinux().GetResources())...)
 	// Last: what the container will run as, once every option had its say.
-	opts = append(opts, recordUser(c))
+	opts = append(opts, recordUser(c), rh.SpecOpt())
 	return opts, nil
 }
 

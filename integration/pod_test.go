@@ -65,6 +65,8 @@ type podEnv struct {
 	dir    string
 	socket string
 	d      *daemon // the peapod started last
+	// config is added to the config file of every peapod the env starts.
+	config string
 }
 
 // newPodEnv prepares a podEnv. When the test ends, after every peapod it
@@ -89,7 +91,7 @@ func (e *podEnv) netnsDir() string {
 // to its environment.
 func (e *podEnv) start(env ...string) *daemon {
 	e.t.Helper()
-	e.d = start(e.t, options{socket: e.socket, env: env, extraArgs: []string{
+	e.d = start(e.t, options{socket: e.socket, env: env, configFile: e.configFile(), extraArgs: []string{
 		"--containerd-namespace", e.ns,
 		"--root", e.root(),
 		"--state", e.state(),
@@ -98,6 +100,22 @@ func (e *podEnv) start(env ...string) *daemon {
 		"--pause-image", pause310,
 	}})
 	return e.d
+}
+
+// configFile writes the env's config file: the runc handler runs the lab's
+// runc when PEAPOD_TEST_RUNC names it (as `make test-integration` does), so
+// that both lab containerds run pods with the same, current runc.
+func (e *podEnv) configFile() string {
+	e.t.Helper()
+	path := filepath.Join(e.dir, "config.toml")
+	content := e.config
+	if runc := os.Getenv("PEAPOD_TEST_RUNC"); runc != "" {
+		content += fmt.Sprintf("\n[runtimes.runc]\nbinary = %q\n", runc)
+	}
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		e.t.Fatal(err)
+	}
+	return path
 }
 
 // serve starts a peapod and waits until it serves.

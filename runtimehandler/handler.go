@@ -14,9 +14,13 @@ import (
 	"maps"
 	"os/exec"
 	"slices"
+	"strconv"
+	"strings"
 
 	"github.com/containerd/containerd/api/types/runc/options"
 	"github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/core/containers"
+	"github.com/containerd/containerd/v2/pkg/oci"
 	"github.com/containerd/errdefs"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 	"k8s.io/klog/v2"
@@ -33,6 +37,9 @@ type Features struct {
 	// UserNamespaces: the runtime can create user namespaces with
 	// ID-mapped mounts, and the kernel supports ID-mapped mounts.
 	UserNamespaces bool `json:"userNamespaces"`
+	// OCIVersion is the newest OCI runtime spec version the runtime takes
+	// ("" if it does not say).
+	OCIVersion string `json:"ociVersion,omitempty"`
 }
 
 // Handler is one runtime handler.
@@ -51,6 +58,33 @@ func (h *Handler) ContainerOpt() client.NewContainerOpts {
 	return client.WithRuntime(h.Type, &options.Options{BinaryName: h.Binary, Root: h.Root})
 }
 
+// SpecOpt marks the spec with a version the handler's runtime takes: an
+// older runtime (crun 1.8 takes only 1.0.x) refuses newer versions, while
+// the fields peapod sets mean the same in 1.0.
+func (h *Handler) SpecOpt() oci.SpecOpts {
+	return func(_ context.Context, _ oci.Client, _ *containers.Container, s *oci.Spec) error {
+		if h.Features.OCIVersion != "" && olderVersion(h.Features.OCIVersion, s.Version) {
+			s.Version = h.Features.OCIVersion
+		}
+		return nil
+	}
+}
+
+// olderVersion compares "major.minor.patch[-suffix]" versions by their
+// numbers; a suffix ("1.0.2-dev") does not count.
+func olderVersion(a, b string) bool {
+	num := func(v string) [3]int {
+		var out [3]int
+		v, _, _ = strings.Cut(v, "-")
+		for i, part := range strings.SplitN(v, ".", 3) {
+			out[i], _ = strconv.Atoi(part)
+		}
+		return out
+	}
+	x, y := num(a), num(b)
+	return slices.Compare(x[:], y[:]) < 0
+}
+
 // Set is the configured handlers, one of them the default.
 type Set struct {
 	def      string
@@ -65,7 +99,13 @@ func Load(ctx context.Context, cfg *config.Config, p *Prober) *Set {
 	runtimes := maps.Clone(cfg.Runtimes)
 	if _, ok := runtimes["crun"]; !ok {
 		if path, err := exec.LookPath("crun"); err == nil {
-			runtimes["crun"] = config.Runtime{Type: config.RuncShim, Binary: path}
+			// Installed is not enough: crun 1.8, for one, cannot run
+			// containers on a host with hybrid cgroups.
+			if err := p.Runs(ctx, path); err != nil {
+				klog.InfoS("crun is installed but cannot run containers here; no crun handler", "binary", path, "err", err)
+			} else {
+				runtimes["crun"] = config.Runtime{Type: config.RuncShim, Binary: path}
+			}
 		}
 	}
 	s := &Set{def: cfg.DefaultRuntime, handlers: map[string]*Handler{}}

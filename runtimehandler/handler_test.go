@@ -6,10 +6,12 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/containerd/containerd/api/types/runc/options"
 	"github.com/containerd/containerd/v2/core/containers"
+	"github.com/containerd/containerd/v2/pkg/oci"
 	"github.com/containerd/errdefs"
 	"github.com/containerd/typeurl/v2"
 
@@ -147,5 +149,76 @@ func TestKernelProbes(t *testing.T) {
 	}
 	if err := kernelIDMap("/nonexistent/path"); err == nil {
 		t.Error("kernelIDMap of a missing path succeeded")
+	}
+}
+
+func TestSpecOptVersion(t *testing.T) {
+	cases := []struct{ runtime, spec, want string }{
+		{"", "1.3.0", "1.3.0"},              // runtime does not say
+		{"1.3.0", "1.3.0", "1.3.0"},         // runc 1.5
+		{"1.0.2-dev", "1.3.0", "1.0.2-dev"}, // runc 1.1
+		{"1.0.0", "1.3.0", "1.0.0"},         // crun 1.8
+		{"1.4.0", "1.3.0", "1.3.0"},         // newer runtime: ours stands
+		{"1.10.0", "1.3.0", "1.3.0"},        // numbers, not strings
+	}
+	for _, tc := range cases {
+		h := &Handler{Features: Features{OCIVersion: tc.runtime}}
+		s := &oci.Spec{Version: tc.spec}
+		if err := h.SpecOpt()(context.Background(), nil, &containers.Container{}, s); err != nil {
+			t.Fatal(err)
+		}
+		if s.Version != tc.want {
+			t.Errorf("runtime %q, spec %q: version %q, want %q", tc.runtime, tc.spec, s.Version, tc.want)
+		}
+	}
+}
+
+func TestOCIVersionProbe(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, script string) string {
+		path := filepath.Join(dir, name)
+		if err := os.WriteFile(path, []byte("#!/bin/sh\n"+script), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	crun := write("crun", "[ \"$1\" = --version ] || { echo 'unknown command features' >&2; exit 1; }\nprintf 'crun version 1.8.1\\nspec: 1.0.0\\n+SECCOMP\\n'\n")
+	runc := write("runc", "[ \"$1\" = features ] && echo '{\"ociVersionMax\":\"1.3.0\"}' && exit 0\nprintf 'runc version 1.5.2\\nspec: 1.2.1\\n'\n")
+	mute := write("mute", "exit 1\n")
+	for bin, want := range map[string]string{crun: "1.0.0", runc: "1.3.0", mute: ""} {
+		if got := ociVersion(context.Background(), bin); got != want {
+			t.Errorf("ociVersion(%s) = %q, want %q", filepath.Base(bin), got, want)
+		}
+	}
+}
+
+// TestRuns covers the probe's outcomes with fake runtimes; the container it
+// creates is always deleted.
+func TestRuns(t *testing.T) {
+	dir := t.TempDir()
+	for name, tc := range map[string]struct {
+		script string
+		ok     bool
+	}{
+		"works":        {script: "exit 0", ok: true},
+		"cannot":       {script: `[ "$3" = create ] && { echo 'cgroups in hybrid mode not supported' >&2; exit 1; }; exit 0`},
+		"leaves state": {script: `[ "$3" = delete ] && exit 1; exit 0`},
+	} {
+		t.Run(name, func(t *testing.T) {
+			log := filepath.Join(dir, name+".log")
+			bin := filepath.Join(dir, name)
+			script := "#!/bin/sh\necho \"$3\" >>'" + log + "'\n" + tc.script + "\n"
+			if err := os.WriteFile(bin, []byte(script), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			err := (&Prober{}).Runs(context.Background(), bin)
+			if (err == nil) != tc.ok {
+				t.Errorf("Runs = %v, want ok=%v", err, tc.ok)
+			}
+			calls, _ := os.ReadFile(log)
+			if !strings.Contains(string(calls), "delete") {
+				t.Errorf("the probe container was not deleted; calls: %q", calls)
+			}
+		})
 	}
 }

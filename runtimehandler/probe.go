@@ -6,12 +6,15 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/containerd/containerd/v2/pkg/sys"
 
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"github.com/opencontainers/runtime-spec/specs-go/features"
 	"golang.org/x/sys/unix"
 	"k8s.io/klog/v2"
@@ -40,11 +43,16 @@ func (p *Prober) Features(ctx context.Context, binary string) Features {
 	if binary == "" {
 		path, err := exec.LookPath("runc")
 		if err != nil {
-			klog.InfoS("No runc on PATH to probe; runtime features off", "err", err)
 			return Features{}
 		}
 		binary = path
 	}
+	out := p.features(ctx, binary)
+	out.OCIVersion = ociVersion(ctx, binary)
+	return out
+}
+
+func (p *Prober) features(ctx context.Context, binary string) Features {
 	f, err := runtimeFeatures(ctx, binary)
 	if err != nil {
 		klog.InfoS("Runtime does not report its features; user namespaces and recursive read-only mounts off",
@@ -76,6 +84,72 @@ func (p *Prober) Features(ctx context.Context, binary string) Features {
 	return out
 }
 
+// Runs checks that an OCI runtime can create a container on this host: it
+// creates one (in new mount and PID namespaces, never started) and deletes
+// it again.
+func (p *Prober) Runs(ctx context.Context, binary string) error {
+	ctx, cancel := context.WithTimeout(ctx, probeTimeout)
+	defer cancel()
+	dir, err := os.MkdirTemp("", "peapod-probe-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	id := filepath.Base(dir)
+	// A root filesystem of one empty "program": the container is created,
+	// never started, so it only has to exist.
+	rootfs := filepath.Join(dir, "rootfs")
+	if err := os.MkdirAll(filepath.Join(rootfs, "proc"), 0o755); err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(rootfs, "probe"), nil, 0o755); err != nil {
+		return err
+	}
+	spec := &specs.Spec{
+		Version: specs.Version,
+		Root:    &specs.Root{Path: rootfs},
+		Process: &specs.Process{Args: []string{"/probe"}, Cwd: "/"},
+		Mounts:  []specs.Mount{{Destination: "/proc", Type: "proc", Source: "proc"}},
+		Linux: &specs.Linux{
+			CgroupsPath: "/" + id,
+			Namespaces:  []specs.LinuxNamespace{{Type: specs.MountNamespace}, {Type: specs.PIDNamespace}},
+		},
+	}
+	if v := ociVersion(ctx, binary); v != "" && olderVersion(v, spec.Version) {
+		spec.Version = v
+	}
+	b, err := json.Marshal(spec)
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "config.json"), b, 0o600); err != nil {
+		return err
+	}
+	state := filepath.Join(dir, "state")
+	// Output goes to a file: the container's init inherits it, and a pipe
+	// would keep the command's output open until the init is gone.
+	run := func(args ...string) error {
+		out, err := os.CreateTemp(dir, "out")
+		if err != nil {
+			return err
+		}
+		defer out.Close()
+		cmd := exec.CommandContext(ctx, binary, append([]string{"--root", state}, args...)...)
+		cmd.Stdout, cmd.Stderr = out, out
+		if err := cmd.Run(); err != nil {
+			msg, _ := os.ReadFile(out.Name())
+			return fmt.Errorf("%s %s: %w: %s", binary, args[0], err, strings.TrimSpace(string(msg)))
+		}
+		return nil
+	}
+	createErr := run("create", "--bundle", dir, id)
+	deleteErr := run("delete", "--force", id)
+	if createErr != nil {
+		return createErr
+	}
+	return deleteErr
+}
+
 // runtimeFeatures runs `<binary> features` (the OCI runtime features
 // document, runc 1.1 and later).
 func runtimeFeatures(ctx context.Context, binary string) (*features.Features, error) {
@@ -93,6 +167,27 @@ func runtimeFeatures(ctx context.Context, binary string) (*features.Features, er
 		return nil, fmt.Errorf("%s features: not a features document: %w", binary, err)
 	}
 	return &f, nil
+}
+
+// ociVersion is the newest OCI runtime spec version the runtime takes: its
+// features document's ociVersionMax, else the "spec:" line of its --version
+// (runc and crun both print one); "" when it says neither.
+func ociVersion(ctx context.Context, binary string) string {
+	if f, err := runtimeFeatures(ctx, binary); err == nil && f.OCIVersionMax != "" {
+		return f.OCIVersionMax
+	}
+	ctx, cancel := context.WithTimeout(ctx, probeTimeout)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, binary, "--version").Output()
+	if err != nil {
+		return ""
+	}
+	for _, line := range strings.Split(string(out), "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "spec:"); ok {
+			return strings.TrimSpace(v)
+		}
+	}
+	return ""
 }
 
 func firstLine(b []byte) string {

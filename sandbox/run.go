@@ -113,7 +113,7 @@ func (m *Manager) Run(ctx context.Context, cfg *runtime.PodSandboxConfig, handle
 		rh.ContainerOpt(),
 		client.WithSnapshotter(image.Snapshotter),
 		client.WithNewSnapshot(id, pause, userns.SnapshotOpts()...),
-		client.WithNewSpec(m.pauseSpec(sb, pause, userns)...),
+		client.WithNewSpec(append(m.pauseSpec(sb, pause, userns), rh.SpecOpt())...),
 		client.WithContainerExtension(recordExtension, &sb.Record),
 	)
 	if err != nil {

@@ -15,7 +15,9 @@ func podWithUserNS(ns *runtime.NamespaceOption) *runtime.PodSandboxConfig {
 
 func TestUserNSOf(t *testing.T) {
 	one := []*runtime.IDMapping{{ContainerId: 0, HostId: 1000, Length: 100000}}
-	pod := func(u *runtime.UserNamespace) *runtime.NamespaceOption { return &runtime.NamespaceOption{UsernsOptions: u} }
+	pod := func(u *runtime.UserNamespace) *runtime.NamespaceOption {
+		return &runtime.NamespaceOption{UsernsOptions: u}
+	}
 	cases := []struct {
 		name    string
 		ns      *runtime.NamespaceOption
