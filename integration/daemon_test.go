@@ -370,8 +370,8 @@ func TestUnimplemented(t *testing.T) {
 	if _, err := rt.ListMetricDescriptors(ctx, &runtime.ListMetricDescriptorsRequest{}); status.Code(err) != codes.Unimplemented {
 		t.Errorf("ListMetricDescriptors = %v, want Unimplemented", err)
 	}
-	if _, err := rt.CheckpointContainer(ctx, &runtime.CheckpointContainerRequest{}); status.Code(err) != codes.Unimplemented {
-		t.Errorf("CheckpointContainer = %v, want Unimplemented", err)
+	if _, err := rt.ListPodSandboxMetrics(ctx, &runtime.ListPodSandboxMetricsRequest{}); status.Code(err) != codes.Unimplemented {
+		t.Errorf("ListPodSandboxMetrics = %v, want Unimplemented", err)
 	}
 }
 

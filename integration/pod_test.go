@@ -5,6 +5,7 @@ package integration
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -67,6 +68,8 @@ type podEnv struct {
 	d      *daemon // the peapod started last
 	// config is added to the config file of every peapod the env starts.
 	config string
+	// cniConfDir replaces the lab's CNI config directory when set.
+	cniConfDir string
 }
 
 // newPodEnv prepares a podEnv. When the test ends, after every peapod it
@@ -95,7 +98,7 @@ func (e *podEnv) start(env ...string) *daemon {
 		"--containerd-namespace", e.ns,
 		"--root", e.root(),
 		"--state", e.state(),
-		"--cni-conf-dir", labCNIConfDir,
+		"--cni-conf-dir", cmp.Or(e.cniConfDir, labCNIConfDir),
 		"--registry-config-path", registryConfig,
 		"--pause-image", pause310,
 	}})

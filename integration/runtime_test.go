@@ -4,6 +4,7 @@ package integration
 
 import (
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -306,4 +307,72 @@ func TestSupplementalGroupsPolicy(t *testing.T) {
 			t.Errorf("%s: ContainerStatus user = %v, want uid 1000 gid 1000 groups %q", policy, u, want)
 		}
 	}
+}
+
+// TestPodCIDRFromKubelet: the pod CIDR the kubelet gives with
+// UpdateRuntimeConfig is where pods get their addresses, also after a
+// restart of peapod; the other kubelet-facing updates answer as they should.
+func TestPodCIDRFromKubelet(t *testing.T) {
+	// A network like a kubelet-managed node's: its addresses come only
+	// from the pod CIDR the runtime is given. Its bridge has no route off
+	// the machine, like the lab's, and goes when the test ends.
+	const bridge, cidr = "peapod-it-cidr", "10.89.77.0/24"
+	e := newPodEnv(t)
+	e.cniConfDir = filepath.Join(e.dir, "net.d")
+	conf := `{"cniVersion": "1.0.0", "name": "peapod-it-cidr", "plugins": [{"type": "bridge", "bridge": "` + bridge + `",
+		"isGateway": true, "ipMasq": false, "capabilities": {"ipRanges": true}, "ipam": {"type": "host-local"}}]}`
+	if err := os.MkdirAll(e.cniConfDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(e.cniConfDir, "10-cidr.conflist"), []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = exec.Command("ip", "link", "del", bridge).Run() })
+	rt, ic := e.serve()
+	pull(t, ic, busyboxRef)
+	_, podNet, _ := net.ParseCIDR(cidr)
+	if _, err := rt.UpdateRuntimeConfig(callCtx(t), &runtime.UpdateRuntimeConfigRequest{RuntimeConfig: &runtime.RuntimeConfig{
+		NetworkConfig: &runtime.NetworkConfig{PodCidr: cidr}}}); err != nil {
+		t.Fatal(err)
+	}
+	_, err := rt.UpdateRuntimeConfig(callCtx(t), &runtime.UpdateRuntimeConfigRequest{RuntimeConfig: &runtime.RuntimeConfig{
+		NetworkConfig: &runtime.NetworkConfig{PodCidr: "10.89.77.0"}}})
+	wantCode(t, "UpdateRuntimeConfig with a bad CIDR", err, codes.InvalidArgument)
+
+	podIP := func(id string) net.IP {
+		t.Helper()
+		return net.ParseIP(sandboxStatus(t, rt, id).GetStatus().GetNetwork().GetIp())
+	}
+	cfg := e.podConfig("cidr-a")
+	a := runPod(t, rt, cfg)
+	if ip := podIP(a); !podNet.Contains(ip) {
+		t.Errorf("pod IP %s is not in the pod CIDR %s", ip, cidr)
+	}
+
+	e.d.signal(unix.SIGKILL)
+	e.d.wait(podTimeout)
+	rt, _ = e.serve()
+	b := runPod(t, rt, e.podConfig("cidr-b"))
+	if ip := podIP(b); !podNet.Contains(ip) {
+		t.Errorf("after a restart, pod IP %s is not in the pod CIDR %s", ip, cidr)
+	}
+
+	// In-place pod resize: nothing for the runtime to do with cgroupfs, but
+	// the pod must exist.
+	if _, err := rt.UpdatePodSandboxResources(callCtx(t), &runtime.UpdatePodSandboxResourcesRequest{PodSandboxId: b}); err != nil {
+		t.Errorf("UpdatePodSandboxResources: %v", err)
+	}
+	_, err = rt.UpdatePodSandboxResources(callCtx(t), &runtime.UpdatePodSandboxResourcesRequest{PodSandboxId: "no-such-pod"})
+	wantCode(t, "UpdatePodSandboxResources of an unknown pod", err, codes.NotFound)
+
+	// Checkpointing: a clear refusal (no CRIU here, and peapod does not checkpoint).
+	c := startContainer(t, rt, b, cfg, busybox("app", "sleep 1000"))
+	_, err = rt.CheckpointContainer(callCtx(t), &runtime.CheckpointContainerRequest{ContainerId: c, Location: filepath.Join(e.dir, "cp.tar")})
+	want := codes.Unimplemented
+	if _, lerr := exec.LookPath("criu"); lerr != nil {
+		want = codes.FailedPrecondition
+	}
+	wantCode(t, "CheckpointContainer", err, want)
+	_, err = rt.CheckpointContainer(callCtx(t), &runtime.CheckpointContainerRequest{ContainerId: "no-such-container"})
+	wantCode(t, "CheckpointContainer of an unknown container", err, codes.NotFound)
 }

@@ -26,6 +26,8 @@ type Pod struct {
 	PortMappings []PortMapping
 	DNS          *DNS
 	Bandwidth    *Bandwidth
+	// PodCIDRs are the node's pod CIDRs, passed as ipRanges (Setup fills them in).
+	PodCIDRs []string
 }
 
 // PortMapping is a hostPort, passed to plugins with the portMappings capability.
@@ -74,6 +76,9 @@ func (p *Pod) runtimeConf() *libcni.RuntimeConf {
 	if p.Bandwidth != nil {
 		caps["bandwidth"] = p.Bandwidth
 	}
+	if len(p.PodCIDRs) > 0 {
+		caps["ipRanges"] = ipRanges(p.PodCIDRs)
+	}
 	return &libcni.RuntimeConf{
 		ContainerID: p.ID,
 		NetNS:       p.NetNS,
@@ -95,6 +100,8 @@ func (m *Manager) Setup(ctx context.Context, pod Pod) (*Result, error) {
 	m.mu.Lock()
 	err := m.refresh()
 	list := m.current
+	m.loadPodCIDRs()
+	pod.PodCIDRs = m.podCIDRs
 	m.mu.Unlock()
 	if err != nil {
 		return nil, fmt.Errorf("pod network is not ready: %w", err)
@@ -145,6 +152,8 @@ func podIPs(r *types100.Result) []string {
 // one. It is idempotent: a pod already torn down, a network namespace that is
 // gone, or no pod network at all is not an error.
 func (m *Manager) Teardown(ctx context.Context, pod Pod, network string) error {
+	// IPAM plugins parse their ranges on DEL too: pass the pod CIDRs again.
+	pod.PodCIDRs = m.PodCIDRs()
 	rt := pod.runtimeConf()
 	if pod.NetNS != "" {
 		if _, err := os.Stat(pod.NetNS); err != nil {

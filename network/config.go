@@ -43,6 +43,10 @@ type Manager struct {
 	fingerprint string                    // of confDir when current was loaded
 	current     *libcni.NetworkConfigList // nil while nothing is usable
 	file        string
+	// podCIDRs are the node's pod CIDRs (UpdateRuntimeConfig), read from
+	// cacheDir on first use.
+	podCIDRs       []string
+	podCIDRsLoaded bool
 }
 
 // NewManager returns a Manager reading configs from confDir and plugins

@@ -32,6 +32,7 @@ type Containerd interface {
 // Network is what the server needs of the network package.
 type Network interface {
 	Status() network.Status
+	SetPodCIDRs(cidrs []string) error
 }
 
 // Images is what the server needs of the image package.

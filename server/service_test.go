@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"net"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -43,9 +44,19 @@ func (f *fakeContainerd) set(err error) {
 }
 
 // fakeNetwork reports a fixed network status.
-type fakeNetwork struct{ status network.Status }
+type fakeNetwork struct {
+	status network.Status
+	cidrs  *[]string // where SetPodCIDRs records, if set
+}
 
 func (f fakeNetwork) Status() network.Status { return f.status }
+
+func (f fakeNetwork) SetPodCIDRs(cidrs []string) error {
+	if f.cidrs != nil {
+		*f.cidrs = cidrs
+	}
+	return nil
+}
 
 // call is one observed RPC.
 type call struct {
@@ -88,7 +99,7 @@ func newTestService(ctrd Containerd, net Network) *Service {
 		ctrd = &fakeContainerd{version: client.Version{Version: "v9.9.9", Revision: "abc"}}
 	}
 	if net == nil {
-		net = fakeNetwork{network.Status{Ready: true, Network: "podnet", File: "/etc/cni/net.d/10-podnet.conflist"}}
+		net = fakeNetwork{status: network.Status{Ready: true, Network: "podnet", File: "/etc/cni/net.d/10-podnet.conflist"}}
 	}
 	handlers := runtimehandler.NewSet("runc", &runtimehandler.Handler{Name: "runc",
 		Runtime: config.Runtime{Type: config.RuncShim}, Features: runtimehandler.Features{RecursiveReadOnlyMounts: true}})
@@ -140,12 +151,8 @@ func TestUnimplementedRPCs(t *testing.T) {
 			_, err := rt.ListMetricDescriptors(ctx, &runtime.ListMetricDescriptorsRequest{})
 			return err
 		}},
-		{"UpdatePodSandboxResources", func() error {
-			_, err := rt.UpdatePodSandboxResources(ctx, &runtime.UpdatePodSandboxResourcesRequest{})
-			return err
-		}},
-		{"CheckpointContainer", func() error {
-			_, err := rt.CheckpointContainer(ctx, &runtime.CheckpointContainerRequest{})
+		{"ListPodSandboxMetrics", func() error {
+			_, err := rt.ListPodSandboxMetrics(ctx, &runtime.ListPodSandboxMetricsRequest{})
 			return err
 		}},
 	}
@@ -159,5 +166,60 @@ func TestUnimplementedRPCs(t *testing.T) {
 				t.Errorf("observed %+v, want %+v", got, want)
 			}
 		})
+	}
+}
+
+// Requests that name nothing are InvalidArgument, before any backend is asked.
+func TestEmptyRequestsAreInvalid(t *testing.T) {
+	s := newTestService(nil, nil)
+	ctx := callContext(t)
+	for name, call := range map[string]func() error{
+		"UpdatePodSandboxResources": func() error {
+			_, err := s.UpdatePodSandboxResources(ctx, &runtime.UpdatePodSandboxResourcesRequest{})
+			return err
+		},
+		"CheckpointContainer": func() error {
+			_, err := s.CheckpointContainer(ctx, &runtime.CheckpointContainerRequest{})
+			return err
+		},
+		"UpdateContainerResources": func() error {
+			_, err := s.UpdateContainerResources(ctx, &runtime.UpdateContainerResourcesRequest{})
+			return err
+		},
+	} {
+		if err := call(); status.Code(toGRPC(err)) != codes.InvalidArgument {
+			t.Errorf("%s with an empty request: %v, want InvalidArgument", name, err)
+		}
+	}
+}
+
+func TestUpdateRuntimeConfig(t *testing.T) {
+	cases := []struct {
+		cidr    string
+		want    []string // nil: SetPodCIDRs not called
+		invalid bool
+	}{
+		{cidr: "10.244.1.0/24", want: []string{"10.244.1.0/24"}},
+		{cidr: "10.244.1.7/24", want: []string{"10.244.1.0/24"}}, // the network, as CNI wants it
+		{cidr: "10.244.1.0/24,fd00:10:244:1::/64", want: []string{"10.244.1.0/24", "fd00:10:244:1::/64"}},
+		{cidr: ""},
+		{cidr: "10.244.1.0", invalid: true},
+		{cidr: "10.244.1.0/24,nonsense", invalid: true},
+	}
+	for _, tc := range cases {
+		var got []string
+		s := newTestService(nil, fakeNetwork{status: network.Status{Ready: true}, cidrs: &got})
+		_, err := s.UpdateRuntimeConfig(callContext(t), &runtime.UpdateRuntimeConfigRequest{
+			RuntimeConfig: &runtime.RuntimeConfig{NetworkConfig: &runtime.NetworkConfig{PodCidr: tc.cidr}},
+		})
+		if tc.invalid {
+			if status.Code(toGRPC(err)) != codes.InvalidArgument {
+				t.Errorf("%q: %v, want InvalidArgument", tc.cidr, err)
+			}
+			continue
+		}
+		if err != nil || !slices.Equal(got, tc.want) {
+			t.Errorf("%q: set %q, %v; want %q", tc.cidr, got, err, tc.want)
+		}
 	}
 }

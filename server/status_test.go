@@ -62,7 +62,7 @@ func TestStatus(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			ctrd := &fakeContainerd{version: client.Version{Version: "v9.9.9", Revision: "abc"}, err: tc.ctrdErr}
-			s := newTestService(ctrd, fakeNetwork{tc.net})
+			s := newTestService(ctrd, fakeNetwork{status: tc.net})
 			resp, err := s.Status(context.Background(), &runtime.StatusRequest{})
 			if err != nil {
 				t.Fatal(err)
@@ -97,7 +97,7 @@ func TestStatusVerboseInfo(t *testing.T) {
 			ctrd.err = errors.New("connection refused")
 		}
 		net := network.Status{Reason: network.NotReadyReason, Message: "no CNI network config found"}
-		resp, err := newTestService(ctrd, fakeNetwork{net}).Status(context.Background(), &runtime.StatusRequest{Verbose: true})
+		resp, err := newTestService(ctrd, fakeNetwork{status: net}).Status(context.Background(), &runtime.StatusRequest{Verbose: true})
 		if err != nil {
 			t.Fatal(err)
 		}
