@@ -138,36 +138,46 @@ func (m *Manager) Attach(ctx context.Context, id string, stdin io.Reader, stdout
 		}()
 	}
 
+	ended := func(why string, err error) error {
+		klog.V(4).InfoS("Attach session ended", "id", c.ID, "why", why, "err", err)
+		return err
+	}
 	for {
 		select {
-		case <-exited:
+		case st := <-exited:
+			if ctx.Err() != nil {
+				return ended("the client went away", nil) // and the wait with it
+			}
 			// Take what output is still on its way, then end.
 			out.drain()
 			select {
 			case <-outDone:
 			case <-time.After(ioDrainTimeout):
 			}
-			return nil
+			if err := st.Error(); err != nil {
+				return ended("the wait broke", fmt.Errorf("waiting on container %s: %w", c.ID, err))
+			}
+			return ended("the container exited", nil)
 		case err := <-outDone:
 			if errors.Is(err, errLostClient) {
-				return nil
+				return ended("the client stopped taking output", nil)
 			}
 			if err != nil {
-				return fmt.Errorf("output of container %s: %w", c.ID, err)
+				return ended("output lost", fmt.Errorf("output of container %s: %w", c.ID, err))
 			}
 			// The output ended: the container is ending.
 			select {
 			case <-exited:
 			case <-time.After(ioDrainTimeout):
 			}
-			return nil
+			return ended("the output ended", nil)
 		case err := <-stdinDone:
 			if err != nil || !c.Config.GetStdinOnce() {
-				return nil // the client detached
+				return ended("the client's stdin ended", err)
 			}
 			stdinDone = nil // stdin is closed; the output goes on to the exit
 		case <-ctx.Done():
-			return nil // the client went away
+			return ended("the client went away", nil)
 		}
 	}
 }
