@@ -1,13 +1,21 @@
 #!/usr/bin/env bash
 # Benchmarks peapod beside containerd 2.4.2's built-in CRI on the same daemon:
-# pods started per second (RunPodSandbox + CreateContainer + StartContainer,
-# conformance/podbench) with the ratio, then critest's benchmark table for both.
-#   bench.sh [-n PODS]
+# pod start latency (RunPodSandbox + CreateContainer + StartContainer) and the
+# latency of ListContainerStats / ListPodSandboxStats with 100 containers
+# running (conformance/podbench), with ratios, then critest's benchmark table
+# for both.
+#   bench.sh [-n PODS] [-c STATS_CONTAINERS]
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
-n=20
-[ "${1:-}" = -n ] && n=$2
+n=20 c=100
+while [ $# -gt 0 ]; do
+	case $1 in
+	-n) n=$2; shift 2 ;;
+	-c) c=$2; shift 2 ;;
+	*) die "unknown option $1" ;;
+	esac
+done
 
 "$LAB_DIR/prepare.sh"
 "$LAB_DIR/containerd.sh" up 2.4
@@ -18,7 +26,7 @@ trap '"$LAB_DIR/peapod.sh" down bench' EXIT
 
 (cd "$REPO_DIR" && go build -o "$LAB_STATE/podbench" ./conformance/podbench)
 echo "== pod start latency, $n pods each (lower is better; ratio to peapod)"
-"$LAB_STATE/podbench" -n "$n" \
+"$LAB_STATE/podbench" -n "$n" -stats-containers "$c" \
 	"peapod=unix://$("$LAB_DIR/peapod.sh" address bench)" \
 	"containerd-2.4-cri=unix://$ctrd"
 

@@ -4,24 +4,28 @@
 #
 #   run.sh [--targets "2.4 1.6"] [--no-reference] [--parallel N] [--focus RE] [--benchmark]
 #
+# Without --parallel, peapod is run serially and then with -parallel 2 on
+# each target (critest's specs then race each other, as a kubelet's pods do).
+#
 # peapod runs are held to expected-failures.txt: a failure not on the list
 # fails the run, a listed spec that passes is reported so the list can shrink.
 # The reference run only reports (its result is containerd's, not ours).
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
-targets="2.4 1.6" reference=1 critest_args=()
+targets="2.4 1.6" reference=1 critest_args=() parallels="1 2"
 while [ $# -gt 0 ]; do
 	case $1 in
 	--targets) targets=$2; shift 2 ;;
 	--no-reference) reference=0; shift ;;
-	--parallel|--focus|--skip) critest_args+=("$1" "$2"); shift 2 ;;
+	--parallel) parallels=$2; shift 2 ;;
+	--focus|--skip) critest_args+=("$1" "$2"); shift 2 ;;
 	--benchmark) critest_args+=("$1"); shift ;;
 	*) die "unknown option $1" ;;
 	esac
 done
 expected=(--expected "$LAB_DIR/expected-failures.txt")
-case " ${critest_args[*]-} " in *" --benchmark "*|*" --focus "*|*" --skip "*) expected=() ;; esac
+case " ${critest_args[*]-} " in *" --benchmark "*|*" --focus "*|*" --skip "*) expected=() parallels=${parallels%% *} ;; esac
 
 "$LAB_DIR/prepare.sh"
 
@@ -47,7 +51,11 @@ for t in $targets; do
 	# Start from a clean slate: an interrupted earlier run may have left pods
 	# (and their hostPort rules) in this lab instance.
 	"$LAB_DIR/peapod.sh" clean "containerd-$t"
-	run held "peapod-containerd-$t" "$("$LAB_DIR/peapod.sh" address "containerd-$t")" ${expected[@]+"${expected[@]}"}
+	for p in $parallels; do
+		name=peapod-containerd-$t
+		[ "$p" = 1 ] || name=$name-parallel$p
+		run held "$name" "$("$LAB_DIR/peapod.sh" address "containerd-$t")" --parallel "$p" ${expected[@]+"${expected[@]}"}
+	done
 	"$LAB_DIR/peapod.sh" down "containerd-$t"
 done
 
