@@ -362,16 +362,32 @@ func TestContainerdUnreachable(t *testing.T) {
 	t.Logf("Status answered in %s", time.Since(begin))
 }
 
-func TestUnimplemented(t *testing.T) {
+// TestStreamedLists: the streamed List calls answer as the List calls do.
+func TestStreamedLists(t *testing.T) {
 	t.Parallel()
-	_, rt := startServing(t, options{})
+	d, rt := startServing(t, options{})
 	ctx := callCtx(t)
-
-	if _, err := rt.ListMetricDescriptors(ctx, &runtime.ListMetricDescriptorsRequest{}); status.Code(err) != codes.Unimplemented {
-		t.Errorf("ListMetricDescriptors = %v, want Unimplemented", err)
+	st, err := rt.StreamPodSandboxes(ctx, &runtime.StreamPodSandboxesRequest{})
+	if err != nil {
+		t.Fatal(err)
 	}
-	if _, err := rt.ListPodSandboxMetrics(ctx, &runtime.ListPodSandboxMetricsRequest{}); status.Code(err) != codes.Unimplemented {
-		t.Errorf("ListPodSandboxMetrics = %v, want Unimplemented", err)
+	if _, err := st.Recv(); err != io.EOF {
+		t.Errorf("StreamPodSandboxes with no pods: %v, want EOF", err)
+	}
+	im, err := runtime.NewImageServiceClient(d.dial()).StreamImages(ctx, &runtime.StreamImagesRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if _, err := im.Recv(); err == io.EOF {
+			break
+		} else if err != nil {
+			t.Fatalf("StreamImages: %v", err)
+		}
+	}
+	md, err := rt.ListMetricDescriptors(ctx, &runtime.ListMetricDescriptorsRequest{})
+	if err != nil || len(md.GetDescriptors()) == 0 {
+		t.Errorf("ListMetricDescriptors = %v, %v", md, err)
 	}
 }
 
@@ -442,8 +458,8 @@ func TestMetrics(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if _, err := rt.ListMetricDescriptors(ctx, &runtime.ListMetricDescriptorsRequest{}); status.Code(err) != codes.Unimplemented {
-		t.Fatalf("ListMetricDescriptors = %v", err)
+	if _, err := rt.ContainerStatus(ctx, &runtime.ContainerStatusRequest{ContainerId: "no-such-container"}); status.Code(err) != codes.NotFound {
+		t.Fatalf("ContainerStatus of an unknown container = %v", err)
 	}
 
 	resp, err := http.Get("http://" + addr + "/metrics")
@@ -460,8 +476,8 @@ func TestMetrics(t *testing.T) {
 	}
 	want := []struct{ metric, label1, label2 string }{
 		{"peapod_cri_request_duration_seconds_count{", `method="Version"`, ""},
-		{"peapod_cri_request_duration_seconds_count{", `method="ListMetricDescriptors"`, ""},
-		{"peapod_cri_request_errors_total{", `method="ListMetricDescriptors"`, `code="Unimplemented"`},
+		{"peapod_cri_request_duration_seconds_count{", `method="ContainerStatus"`, ""},
+		{"peapod_cri_request_errors_total{", `method="ContainerStatus"`, `code="NotFound"`},
 	}
 	for _, w := range want {
 		found := false

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	runc "github.com/containerd/containerd/api/types/runc/options"
 	"github.com/containerd/typeurl/v2"
@@ -375,4 +376,62 @@ func TestPodCIDRFromKubelet(t *testing.T) {
 	wantCode(t, "CheckpointContainer", err, want)
 	_, err = rt.CheckpointContainer(callCtx(t), &runtime.CheckpointContainerRequest{ContainerId: "no-such-container"})
 	wantCode(t, "CheckpointContainer of an unknown container", err, codes.NotFound)
+}
+
+// TestPodMetrics: ListPodSandboxMetrics reports a running pod and its
+// container with real figures, and the streamed lists carry them too.
+func TestPodMetrics(t *testing.T) {
+	e := newPodEnv(t)
+	rt, ic := e.serve()
+	pull(t, ic, busyboxRef)
+	cfg := e.podConfig("metrics")
+	id := runPod(t, rt, cfg)
+	c := startContainer(t, rt, id, cfg, busybox("app", "head -c 20000000 /dev/zero | tail -c 1 >/dev/null; sleep 1000"))
+
+	find := func(ms []*runtime.Metric, name string, labelLast string) *runtime.Metric {
+		for _, m := range ms {
+			if m.GetName() == name && (labelLast == "" || m.GetLabelValues()[len(m.GetLabelValues())-1] == labelLast) {
+				return m
+			}
+		}
+		return nil
+	}
+	eventually(t, 30*time.Second, "the container's metrics", func() error {
+		resp, err := rt.ListPodSandboxMetrics(callCtx(t), &runtime.ListPodSandboxMetricsRequest{})
+		if err != nil {
+			return err
+		}
+		for _, pm := range resp.GetPodMetrics() {
+			if pm.GetPodSandboxId() != id {
+				continue
+			}
+			if m := find(pm.GetMetrics(), "container_network_receive_bytes_total", "eth0"); m == nil {
+				return fmt.Errorf("no eth0 receive counter for the pod: %v", pm.GetMetrics())
+			}
+			for _, cm := range pm.GetContainerMetrics() {
+				if cm.GetContainerId() != c {
+					continue
+				}
+				ws := find(cm.GetMetrics(), "container_memory_working_set_bytes", "")
+				if ws == nil || ws.GetValue().GetValue() == 0 {
+					return fmt.Errorf("container working set: %v", ws)
+				}
+				if l := ws.GetLabelValues(); l[2] != "app" || l[3] != c || l[4] != busyboxRef {
+					return fmt.Errorf("container labels %q", l)
+				}
+				return nil
+			}
+			return fmt.Errorf("no metrics for container %s", c)
+		}
+		return fmt.Errorf("no metrics for pod %s", id)
+	})
+
+	st, err := rt.StreamContainers(callCtx(t), &runtime.StreamContainersRequest{Filter: &runtime.ContainerFilter{PodSandboxId: id}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg, err := st.Recv()
+	if err != nil || len(msg.GetContainers()) != 1 || msg.GetContainers()[0].GetId() != c {
+		t.Errorf("StreamContainers = %v, %v; want container %s", msg, err, c)
+	}
 }

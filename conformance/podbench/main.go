@@ -18,6 +18,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -151,19 +152,24 @@ func measureStats(endpoint, img string, containers, calls int) (map[string][]tim
 		return nil, fmt.Errorf("pulling %s: %w", img, err)
 	}
 	var pods []string
+	// Each pod has a cgroup parent of its own, as the kubelet gives
+	// (containerd's CRI cannot measure a pod without one); the runtimes
+	// create them, the kubelet's part is to remove them.
+	stamp := time.Now().UnixNano()
+	parent := fmt.Sprintf("/podbench-%d", stamp)
 	defer func() {
 		for _, p := range pods {
 			_, _ = rt.StopPodSandbox(ctx, &runtime.StopPodSandboxRequest{PodSandboxId: p})
 			_, _ = rt.RemovePodSandbox(ctx, &runtime.RemovePodSandboxRequest{PodSandboxId: p})
 		}
+		removeCgroups(parent)
 	}()
 	const perPod = 10
-	stamp := time.Now().UnixNano()
 	for started := 0; started < containers; {
 		pod := &runtime.PodSandboxConfig{
 			Metadata: &runtime.PodSandboxMetadata{Name: fmt.Sprintf("statsbench-%d", len(pods)), Namespace: "podbench",
 				Uid: fmt.Sprintf("statsbench-%d-%d", stamp, len(pods))},
-			Linux: &runtime.LinuxPodSandboxConfig{},
+			Linux: &runtime.LinuxPodSandboxConfig{CgroupParent: fmt.Sprintf("%s/pod%d", parent, len(pods))},
 		}
 		p, err := rt.RunPodSandbox(ctx, &runtime.RunPodSandboxRequest{Config: pod})
 		if err != nil {
@@ -215,4 +221,17 @@ func measureStats(endpoint, img string, containers, calls int) (map[string][]tim
 		}
 	}
 	return out, nil
+}
+
+// removeCgroups removes the (by now empty) cgroup tree under parent in every
+// hierarchy, deepest first.
+func removeCgroups(parent string) {
+	dirs, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup", "*", parent, "*"))
+	tops, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup", "*", parent))
+	more, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup", parent, "*"))
+	for _, d := range append(append(dirs, more...), append(tops, filepath.Join("/sys/fs/cgroup", parent))...) {
+		if err := os.Remove(d); err != nil && !os.IsNotExist(err) {
+			fmt.Fprintf(os.Stderr, "podbench: removing cgroup %s: %v\n", d, err)
+		}
+	}
 }
