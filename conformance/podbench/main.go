@@ -223,13 +223,19 @@ func measureStats(endpoint, img string, containers, calls int) (map[string][]tim
 	return out, nil
 }
 
-// removeCgroups removes the (by now empty) cgroup tree under parent in every
-// hierarchy, deepest first.
+// removeCgroups removes the (by now empty) cgroup directories under parent
+// in every hierarchy, deepest first.
 func removeCgroups(parent string) {
-	dirs, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup", "*", parent, "*"))
-	tops, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup", "*", parent))
-	more, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup", parent, "*"))
-	for _, d := range append(append(dirs, more...), append(tops, filepath.Join("/sys/fs/cgroup", parent))...) {
+	var dirs []string
+	for _, pattern := range []string{"*/%s/*", "%s/*", "*/%s", "%s"} {
+		matches, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup", fmt.Sprintf(pattern, parent)))
+		for _, m := range matches {
+			if fi, err := os.Stat(m); err == nil && fi.IsDir() {
+				dirs = append(dirs, m)
+			}
+		}
+	}
+	for _, d := range dirs {
 		if err := os.Remove(d); err != nil && !os.IsNotExist(err) {
 			fmt.Fprintf(os.Stderr, "podbench: removing cgroup %s: %v\n", d, err)
 		}
