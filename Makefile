@@ -35,7 +35,7 @@ test-integration: build
 	bash conformance/prepare.sh
 	bash conformance/containerd.sh up $(INTEGRATION_CONTAINERD)
 	PEAPOD_TEST_CONTAINERD=$$(bash conformance/containerd.sh address $(INTEGRATION_CONTAINERD)) \
-		PEAPOD_TEST_RUNC=$$(. conformance/lib.sh && echo $$LAB_BIN/runc) \
+		PEAPOD_TEST_RUNC=$$(bash -c '. conformance/lib.sh && echo $$LAB_BIN/runc') \
 		$(GO) test -count=1 -tags integration ./integration/...
 
 conformance: build
