@@ -1,6 +1,7 @@
 // Package streaming serves exec, attach and port-forward sessions for the
 // CRI's Exec, Attach and PortForward calls, on an HTTP server built on
-// k8s.io/cri-streaming (SPDY and WebSocket). The CRI call hands out a
+// k8s.io/cri-streaming (SPDY and WebSocket), with the WebSocket protocols it
+// lacks translated to its SPDY (websocket.go). The CRI call hands out a
 // single-use, expiring URL; the client then streams over it.
 package streaming
 
@@ -38,6 +39,7 @@ type Sandboxes interface {
 // Server is the streaming server.
 type Server struct {
 	srv      criStreaming.Server
+	handler  http.Handler
 	listener net.Listener
 }
 
@@ -56,7 +58,11 @@ func New(addr string, containers Containers, sandboxes Sandboxes) (*Server, erro
 		l.Close()
 		return nil, err
 	}
-	return &Server{srv: srv, listener: l}, nil
+	return &Server{
+		srv:      srv,
+		handler:  &translator{next: srv, idleTimeout: cfg.StreamIdleTimeout},
+		listener: l,
+	}, nil
 }
 
 // Addr is the address the server listens on.
@@ -64,7 +70,7 @@ func (s *Server) Addr() net.Addr { return s.listener.Addr() }
 
 // Serve serves until ctx is done.
 func (s *Server) Serve(ctx context.Context) {
-	hs := &http.Server{Handler: s.srv, ReadHeaderTimeout: 30 * time.Second}
+	hs := &http.Server{Handler: s.handler, ReadHeaderTimeout: 30 * time.Second}
 	go func() {
 		<-ctx.Done()
 		_ = hs.Close()
@@ -76,12 +82,51 @@ func (s *Server) Serve(ctx context.Context) {
 
 // GetExec returns the URL of an exec session.
 func (s *Server) GetExec(r *runtime.ExecRequest) (*runtime.ExecResponse, error) {
-	return s.srv.GetExec(r)
+	resp, err := s.srv.GetExec(r)
+	if err != nil {
+		return nil, err
+	}
+	if resp.Url, err = withStreams(resp.Url, r.GetStdin(), r.GetStdout(), r.GetStderr(), r.GetTty()); err != nil {
+		return nil, err
+	}
+	return resp, nil
 }
 
 // GetAttach returns the URL of an attach session.
 func (s *Server) GetAttach(r *runtime.AttachRequest) (*runtime.AttachResponse, error) {
-	return s.srv.GetAttach(r)
+	resp, err := s.srv.GetAttach(r)
+	if err != nil {
+		return nil, err
+	}
+	if resp.Url, err = withStreams(resp.Url, r.GetStdin(), r.GetStdout(), r.GetStderr(), r.GetTty()); err != nil {
+		return nil, err
+	}
+	return resp, nil
+}
+
+// withStreams names in a session's URL the streams it has, with the query
+// parameters of the kubelet's own exec URLs (input, output, error, tty),
+// which remotecommand.NewOptions reads: a WebSocket v5 session, translated
+// to SPDY, must open the streams the library expects. The library's own
+// routes ignore the query.
+func withStreams(rawURL string, stdin, stdout, stderr, tty bool) (string, error) {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return "", fmt.Errorf("streaming URL %q: %w", rawURL, err)
+	}
+	q := u.Query()
+	for param, on := range map[string]bool{
+		remotecommand.ExecStdinParam:  stdin,
+		remotecommand.ExecStdoutParam: stdout,
+		remotecommand.ExecStderrParam: stderr,
+		remotecommand.ExecTTYParam:    tty,
+	} {
+		if on {
+			q.Set(param, "1")
+		}
+	}
+	u.RawQuery = q.Encode()
+	return u.String(), nil
 }
 
 // GetPortForward returns the URL of a port-forward session.
