@@ -3,6 +3,9 @@
 # ginkgo JSON report. Results go to $LAB_STATE/results/<name>/.
 #   critest.sh --endpoint unix:///path.sock --name LABEL [--parallel N]
 #              [--focus REGEX] [--skip REGEX] [--benchmark] [--expected FILE]
+#              [--websocket]
+#   --websocket: the streaming specs' exec, attach and port-forward go over
+#     WebSocket (critest -websocket-exec/-attach/-portforward), not SPDY.
 #   --summarize-only: do not run critest, summarize the last report of <name> again.
 # Exit status: 1 on a failure that is neither unavoidable here (see cannot_pass)
 # nor listed in --expected FILE (one full spec name a line, # comments).
@@ -15,7 +18,7 @@ set -euo pipefail
 cannot_pass='public image with digest should be pulled and removed|[Aa]pp[Aa]rmor'
 : "${LAB_BENCH_N:=20}"   # samples per benchmark
 
-endpoint= name= parallel=1 focus= skip= bench=0 expected= again=0
+endpoint= name= parallel=1 focus= skip= bench=0 expected= again=0 websocket=0
 while [ $# -gt 0 ]; do
 	case $1 in
 	--endpoint) endpoint=$2; shift 2 ;;
@@ -24,6 +27,7 @@ while [ $# -gt 0 ]; do
 	--focus) focus=$2; shift 2 ;;
 	--skip) skip=$2; shift 2 ;;
 	--benchmark) bench=1; shift ;;
+	--websocket) websocket=1; shift ;;
 	--expected) expected=$(realpath -m "$2"); shift 2 ;;
 	--summarize-only) again=1; shift ;;
 	*) die "unknown argument $1 (see the header of $0)" ;;
@@ -49,6 +53,7 @@ run_critest() {
 	)
 	[ -z "$focus" ] || args+=(-ginkgo.focus "$focus")
 	[ -z "$skip" ] || args+=(-ginkgo.skip "$skip")
+	[ "$websocket" = 0 ] || args+=(-websocket-exec -websocket-attach -websocket-portforward)
 	if [ "$parallel" -gt 1 ]; then
 		command -v ginkgo >/dev/null || die "-parallel needs the ginkgo CLI on PATH (build-tools.sh)"
 		args+=(-parallel "$parallel")

@@ -6,6 +6,9 @@
 #
 # Without --parallel, peapod is run serially and then with -parallel 2 on
 # each target (critest's specs then race each other, as a kubelet's pods do).
+# Unless the run is narrowed (--focus, --skip, --benchmark), the Streaming
+# specs are run once more on each target with exec, attach and port-forward
+# over WebSocket instead of SPDY (critest.sh --websocket).
 #
 # peapod runs are held to expected-failures.txt: a failure not on the list
 # fails the run, a listed spec that passes is reported so the list can shrink.
@@ -13,7 +16,7 @@
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
-targets="2.4 1.6" reference=1 critest_args=() parallels="1 2"
+targets="2.4 1.6" reference=1 critest_args=() parallels="1 2" websocket=1
 while [ $# -gt 0 ]; do
 	case $1 in
 	--targets) targets=$2; shift 2 ;;
@@ -25,7 +28,7 @@ while [ $# -gt 0 ]; do
 	esac
 done
 expected=(--expected "$LAB_DIR/expected-failures.txt")
-case " ${critest_args[*]-} " in *" --benchmark "*|*" --focus "*|*" --skip "*) expected=() parallels=${parallels%% *} ;; esac
+case " ${critest_args[*]-} " in *" --benchmark "*|*" --focus "*|*" --skip "*) expected=() parallels=${parallels%% *} websocket=0 ;; esac
 
 "$LAB_DIR/prepare.sh"
 
@@ -56,6 +59,10 @@ for t in $targets; do
 		[ "$p" = 1 ] || name=$name-parallel$p
 		run held "$name" "$("$LAB_DIR/peapod.sh" address "containerd-$t")" --parallel "$p" ${expected[@]+"${expected[@]}"}
 	done
+	if [ "$websocket" = 1 ]; then
+		run held "peapod-containerd-$t-websocket" "$("$LAB_DIR/peapod.sh" address "containerd-$t")" \
+			--websocket --focus Streaming ${expected[@]+"${expected[@]}"}
+	fi
 	"$LAB_DIR/peapod.sh" down "containerd-$t"
 done
 
