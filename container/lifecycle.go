@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -17,6 +18,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/peapod-cri/peapod/eventbus"
+	"github.com/peapod-cri/peapod/failpoint"
 	"github.com/peapod-cri/peapod/image"
 	"github.com/peapod-cri/peapod/sandbox"
 )
@@ -88,12 +90,37 @@ func (m *Manager) Create(ctx context.Context, sandboxID string, cfg *runtime.Con
 	} else {
 		c.CgroupsPath = filepath.Join("/", m.config.Namespace, id)
 	}
+	labels := map[string]string{kindLabel: kindContainer, sandboxLabel: sb.ID}
+	if slices.ContainsFunc(cfg.GetMounts(), isImageMount) {
+		// The image volumes' views exist before the container that keeps
+		// them: a lease keeps them meanwhile.
+		var endLease func()
+		ctx, endLease, err = m.withCreateLease(ctx, id)
+		if err != nil {
+			return "", err
+		}
+		defer endLease()
+		if c.ImageVolumes, err = m.prepareImageVolumes(ctx, id, cfg.GetMounts()); err != nil {
+			return "", err
+		}
+		defer func() {
+			if retErr != nil {
+				if err := m.releaseImageVolumes(context.WithoutCancel(ctx), id, c.ImageVolumes); err != nil {
+					klog.ErrorS(err, "Undoing the image volumes of a failed creation", "id", id)
+				}
+			}
+		}()
+		for _, v := range c.ImageVolumes {
+			labels[imageVolumeRefLabel(v.Mount)] = v.Snapshot
+		}
+		failpoint.Hit("container-create:after-image-volumes")
+	}
 	specOpts, err := m.specOpts(ctx, c, &sb, img, rh)
 	if err != nil {
 		return "", err
 	}
 	_, err = m.client.NewContainer(ctx, id,
-		client.WithContainerLabels(map[string]string{kindLabel: kindContainer, sandboxLabel: sb.ID}),
+		client.WithContainerLabels(labels),
 		rh.ContainerOpt(),
 		client.WithSnapshotter(image.Snapshotter),
 		client.WithNewSnapshot(id, handle, userns.SnapshotOpts()...),
@@ -128,6 +155,9 @@ func (m *Manager) Start(ctx context.Context, id string) error {
 	ctr, err := m.client.LoadContainer(ctx, c.ID)
 	if err != nil {
 		return err
+	}
+	if err := m.ensureImageVolumes(ctx, &c); err != nil {
+		return fmt.Errorf("starting container %s: %w", c.ID, err)
 	}
 	stdio, err := m.prepareStdio(&c)
 	if err != nil {
@@ -277,16 +307,27 @@ func (m *Manager) Remove(ctx context.Context, id string) error {
 		return err
 	}
 	ctr, err := m.client.LoadContainer(ctx, c.ID)
-	if err == nil {
+	switch {
+	case errdefs.IsNotFound(err):
+		ctr = nil
+	case err != nil:
+		return fmt.Errorf("loading container %s: %w", c.ID, err)
+	default:
 		if task, terr := ctr.Task(ctx, nil); terr == nil {
 			if _, err := task.Delete(ctx, client.WithProcessKill); err != nil && !errdefs.IsNotFound(err) {
 				return fmt.Errorf("deleting task of container %s: %w", c.ID, err)
 			}
 		}
-		err = ctr.Delete(ctx, client.WithSnapshotCleanup)
 	}
-	if err != nil && !errdefs.IsNotFound(err) {
-		return fmt.Errorf("deleting container %s: %w", c.ID, err)
+	// The image volumes before the container: once it is gone, only a
+	// restart's sweep would find them.
+	if err := m.releaseImageVolumes(ctx, c.ID, c.ImageVolumes); err != nil {
+		return fmt.Errorf("removing the image volumes of container %s: %w", c.ID, err)
+	}
+	if ctr != nil {
+		if err := ctr.Delete(ctx, client.WithSnapshotCleanup); err != nil && !errdefs.IsNotFound(err) {
+			return fmt.Errorf("deleting container %s: %w", c.ID, err)
+		}
 	}
 	_ = os.RemoveAll(filepath.Dir(m.pidFile(c.ID)))
 	m.stats.forget(c.ID)

@@ -162,6 +162,7 @@ func (m *Manager) ensureLoaded(ctx context.Context) error {
 	}
 	m.loaded = true
 	m.resync(ctx)
+	m.recoverImageVolumes(ctx)
 	klog.V(2).InfoS("Loaded containers", "count", len(ctrs))
 	return nil
 }

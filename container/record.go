@@ -35,6 +35,9 @@ type Record struct {
 	// User is the identity of the container's first process, as its OCI
 	// spec gives it (nil for containers made before peapod recorded it).
 	User *User `json:"user,omitempty"`
+	// ImageVolumes are the container's image mounts, each a read-only view
+	// of an image mounted on the host (see imagevolume.go).
+	ImageVolumes []ImageVolume `json:"imageVolumes,omitempty"`
 
 	State      State     `json:"state"`
 	CreatedAt  time.Time `json:"createdAt"`

@@ -83,7 +83,7 @@ func (m *Manager) specOpts(_ context.Context, c *Container, sb *sandbox.Sandbox,
 		opts = append(opts, userns.SpecOpt(sb.UserNS))
 	}
 	opts = append(opts, oci.WithCgroup(c.CgroupsPath))
-	mounts, err := m.mounts(cfg, sb, sc.GetReadonlyRootfs(), rh.Features)
+	mounts, err := m.mounts(cfg, sb, sc.GetReadonlyRootfs(), rh.Features, c.ImageVolumes)
 	if err != nil {
 		return nil, err
 	}
@@ -170,8 +170,9 @@ func (m *Manager) namespaceOpts(sb *sandbox.Sandbox, ns *runtime.NamespaceOption
 }
 
 // mounts returns the container's mounts: the pod's /etc/hosts,
-// /etc/resolv.conf, /etc/hostname and /dev/shm, then the CRI mounts.
-func (m *Manager) mounts(cfg *runtime.ContainerConfig, sb *sandbox.Sandbox, readonlyRoot bool, features runtimehandler.Features) ([]specs.Mount, error) {
+// /etc/resolv.conf, /etc/hostname and /dev/shm, then the CRI mounts: host
+// paths, and image volumes (vols, made by prepareImageVolumes) read-only.
+func (m *Manager) mounts(cfg *runtime.ContainerConfig, sb *sandbox.Sandbox, readonlyRoot bool, features runtimehandler.Features, vols []ImageVolume) ([]specs.Mount, error) {
 	taken := map[string]bool{}
 	for _, mnt := range cfg.GetMounts() {
 		taken[filepath.Clean(mnt.GetContainerPath())] = true
@@ -194,20 +195,19 @@ func (m *Manager) mounts(cfg *runtime.ContainerConfig, sb *sandbox.Sandbox, read
 		out = append(out, specs.Mount{Destination: "/dev/shm", Type: "bind", Source: shm,
 			Options: []string{"rbind", "rprivate", "rw", "nosuid", "nodev", "noexec"}})
 	}
-	for _, mnt := range cfg.GetMounts() {
-		src := mnt.GetHostPath()
-		if src == "" || mnt.GetContainerPath() == "" {
-			return nil, fmt.Errorf("mount %q → %q needs both paths: %w", src, mnt.GetContainerPath(), errdefs.ErrInvalidArgument)
-		}
-		if _, err := os.Stat(src); os.IsNotExist(err) {
-			// As the kubelet's hostPath DirectoryOrCreate expects.
-			if err := os.MkdirAll(src, 0o755); err != nil {
-				return nil, fmt.Errorf("creating host path %s: %w", src, err)
+	for i, mnt := range cfg.GetMounts() {
+		var src string
+		if isImageMount(mnt) {
+			idx := slices.IndexFunc(vols, func(v ImageVolume) bool { return v.Mount == i })
+			if idx < 0 || vols[idx].Source == "" {
+				return nil, fmt.Errorf("image mount %s was not prepared: %w", mnt.GetContainerPath(), errdefs.ErrFailedPrecondition)
 			}
-		}
-		resolved, err := filepath.EvalSymlinks(src)
-		if err != nil {
-			return nil, fmt.Errorf("resolving host path %s: %w", src, err)
+			src = vols[idx].Source
+		} else {
+			var err error
+			if src, err = hostPathSource(mnt); err != nil {
+				return nil, err
+			}
 		}
 		options := []string{"rbind"}
 		switch mnt.GetPropagation() {
@@ -222,11 +222,38 @@ func (m *Manager) mounts(cfg *runtime.ContainerConfig, sb *sandbox.Sandbox, read
 		if err != nil {
 			return nil, err
 		}
-		options = append(options, ro)
-		out = append(out, specs.Mount{Destination: mnt.GetContainerPath(), Type: "bind", Source: resolved, Options: options,
+		if ro == "rw" && isImageMount(mnt) {
+			ro = "ro" // an image volume is read-only, whatever the mount says
+		}
+		extra, err := extraMountOptions(mnt)
+		if err != nil {
+			return nil, err
+		}
+		options = append(append(options, ro), extra...)
+		out = append(out, specs.Mount{Destination: mnt.GetContainerPath(), Type: "bind", Source: src, Options: options,
 			UIDMappings: idMappings(mnt.GetUidMappings()), GIDMappings: idMappings(mnt.GetGidMappings())})
 	}
 	return out, nil
+}
+
+// hostPathSource is the source of a host path mount: the path with its
+// symbolic links resolved, created (as the kubelet's hostPath
+// DirectoryOrCreate expects) when missing.
+func hostPathSource(mnt *runtime.Mount) (string, error) {
+	src := mnt.GetHostPath()
+	if src == "" || mnt.GetContainerPath() == "" {
+		return "", fmt.Errorf("mount %q → %q needs both paths: %w", src, mnt.GetContainerPath(), errdefs.ErrInvalidArgument)
+	}
+	if _, err := os.Stat(src); os.IsNotExist(err) {
+		if err := os.MkdirAll(src, 0o755); err != nil {
+			return "", fmt.Errorf("creating host path %s: %w", src, err)
+		}
+	}
+	resolved, err := filepath.EvalSymlinks(src)
+	if err != nil {
+		return "", fmt.Errorf("resolving host path %s: %w", src, err)
+	}
+	return resolved, nil
 }
 
 // idMappings converts a CRI mount's ID mappings (which make an ID-mapped
