@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the lab's pinned tools from the Go module proxy into $LAB_BIN:
-# containerd 2.4.2 (+ shim, ctr), runc 1.5.2, critest, crictl and ginkgo from cri-tools 1.36.0.
-# A tool is rebuilt only when its module's go.sum changes, so re-runs take seconds.
+# containerd 2.4.2 (+ shim, ctr), runc 1.5.2, critest, crictl and ginkgo from cri-tools 1.36.0;
+# and CRIU 4.1.1 from Debian's source archive into /usr/local/sbin (see build_criu).
+# A tool is rebuilt only when its pinned inputs change, so re-runs take seconds.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
@@ -41,5 +42,40 @@ build critools crictl \
 	go build -trimpath -ldflags "$ver" -o "$LAB_BIN/crictl" $critools/cmd/crictl
 build critools ginkgo \
 	go build -trimpath -o "$LAB_BIN/ginkgo" github.com/onsi/ginkgo/v2/ginkgo
+
+# CRIU, for checkpoints. Debian 12's CRIU 3.17 cannot run on this kernel (6.13+
+# moved the vDSO data pages: "Unexpected rt vDSO area bounds"), and 4.1 hangs
+# every dump on this VM, whose hardware breakpoints never fire; 4.2 detects that
+# and traps otherwise. Its source comes from Debian's archive (Debian 14's
+# CRIU), pinned by digest. It goes where the shims' runc finds it on every lab
+# containerd's PATH, and peapod on its own.
+criu_version=4.2.1
+criu_sha256=29ec0ee09e296479fe7048c80980e8ef1d0684d0b0204c2b101dfea19f6725b9
+build_criu() {
+	local want="$criu_version $criu_sha256" stamp=$LAB_BIN/.criu.stamp
+	local src=$LAB_CACHE/src/criu_$criu_version.orig.tar.xz
+	if [ -x "$LAB_BIN/criu" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then
+		install -m 0755 "$LAB_BIN/criu" /usr/local/sbin/criu
+		return 0
+	fi
+	log "building criu $criu_version"
+	mkdir -p "$(dirname "$src")"
+	if ! echo "$criu_sha256  $src" | sha256sum -c --status 2>/dev/null; then
+		curl -fsS --retry 3 -o "$src.tmp" \
+			"http://deb.debian.org/debian/pool/main/c/criu/criu_$criu_version.orig.tar.xz"
+		echo "$criu_sha256  $src.tmp" | sha256sum -c --status || die "criu source: digest mismatch"
+		mv "$src.tmp" "$src"
+	fi
+	local work
+	work=$(mktemp -d)
+	tar -xJf "$src" -C "$work"
+	make -C "$work/criu-$criu_version" -j"$(nproc)" criu NO_GNUTLS=1 >"$work/build.log" 2>&1 ||
+		{ tail -30 "$work/build.log" >&2; die "criu build failed"; }
+	install -m 0755 "$work/criu-$criu_version/criu/criu" "$LAB_BIN/criu"
+	rm -rf "$work"
+	echo "$want" >"$stamp"
+	install -m 0755 "$LAB_BIN/criu" /usr/local/sbin/criu
+}
+build_criu
 
 log "tools ready in $LAB_BIN"

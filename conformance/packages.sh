@@ -9,6 +9,9 @@ pkgs=(
 	containerd runc crun containernetworking-plugins iptables jq util-linux
 	docker-registry skopeo libseccomp-dev pkg-config busybox toybox umoci
 	catatonit tini nginx-light iproute2 procps curl tcpdump
+	# to build CRIU (build-tools.sh)
+	xz-utils libprotobuf-dev libprotobuf-c-dev protobuf-c-compiler protobuf-compiler
+	python3-protobuf libnl-3-dev libnet1-dev libcap-dev libaio-dev libbsd-dev libnftables-dev
 )
 
 missing=()

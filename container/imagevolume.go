@@ -9,9 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"time"
 
-	"github.com/containerd/containerd/v2/core/leases"
 	"github.com/containerd/containerd/v2/core/mount"
 	"github.com/containerd/containerd/v2/core/snapshots"
 	"github.com/containerd/errdefs"
@@ -40,14 +38,6 @@ const (
 	// gcSnapshotRef, followed by "<snapshotter>/<name>", is the containerd
 	// container label that makes the container a GC reference to a snapshot.
 	gcSnapshotRef = "containerd.io/gc.ref.snapshot."
-	// createLeaseLabel marks the leases that protect what a CreateContainer
-	// made until its containerd container exists; any left at start-up were
-	// abandoned by a crash.
-	createLeaseLabel = "io.peapod.lease"
-	createLeaseValue = "container-create"
-	// createLeaseExpiry bounds how long an abandoned create lease protects
-	// its resources if no peapod comes back to delete it.
-	createLeaseExpiry = time.Hour
 )
 
 // ImageVolume is one image mount of a container, as its record keeps it.
@@ -82,25 +72,6 @@ func imageVolumeRefLabel(mount int) string {
 // one subdirectory per mount.
 func (m *Manager) imageVolumesDir(id string) string {
 	return filepath.Join(m.config.StateDir, "containers", id, "image-volumes")
-}
-
-// withCreateLease returns ctx under a new lease that keeps what a
-// CreateContainer makes from containerd's garbage collector until its
-// containerd container references it, and the function that ends the lease.
-func (m *Manager) withCreateLease(ctx context.Context, id string) (context.Context, func(), error) {
-	ls := m.client.LeasesService()
-	l, err := ls.Create(ctx, leases.WithID("peapod-create-"+id),
-		leases.WithLabels(map[string]string{createLeaseLabel: createLeaseValue}),
-		leases.WithExpiration(createLeaseExpiry))
-	if err != nil {
-		return nil, nil, fmt.Errorf("creating a lease for container %s: %w", id, err)
-	}
-	done := func() {
-		if err := ls.Delete(context.WithoutCancel(ctx), l); err != nil && !errdefs.IsNotFound(err) {
-			klog.ErrorS(err, "Deleting the lease of a container's creation", "id", id, "lease", l.ID)
-		}
-	}
-	return leases.WithLease(ctx, l.ID), done, nil
 }
 
 // prepareImageVolumes makes the image volumes of container id: for each
@@ -289,23 +260,10 @@ func removeEmptyDirs(dir string) error {
 	return errors.Join(errs...)
 }
 
-// recoverImageVolumes, at start-up, ends the leases of creations a crash
-// cut short, removes the views, mounts and directories of image volumes
+// recoverImageVolumes, at start-up, removes the views, mounts and directories of image volumes
 // whose container does not exist, and mounts again the views of created
 // containers that a reboot unmounted.
 func (m *Manager) recoverImageVolumes(ctx context.Context) {
-	ls := m.client.LeasesService()
-	stale, err := ls.List(ctx, fmt.Sprintf("labels.%q==%s", createLeaseLabel, createLeaseValue))
-	if err != nil {
-		klog.ErrorS(err, "Listing the leases of interrupted container creations")
-	}
-	for _, l := range stale {
-		klog.InfoS("Ending the lease of an interrupted container creation", "lease", l.ID)
-		if err := ls.Delete(ctx, l); err != nil && !errdefs.IsNotFound(err) {
-			klog.ErrorS(err, "Deleting a stale lease", "lease", l.ID)
-		}
-	}
-
 	ctrs, err := m.client.ContainerService().List(ctx)
 	if err != nil {
 		klog.ErrorS(err, "Listing containers to find orphaned image volumes")

@@ -95,7 +95,7 @@ func (m *Manager) Create(ctx context.Context, sandboxID string, cfg *runtime.Con
 		// The image volumes' views exist before the container that keeps
 		// them: a lease keeps them meanwhile.
 		var endLease func()
-		ctx, endLease, err = m.withCreateLease(ctx, id)
+		ctx, endLease, err = m.withLease(ctx, leaseCreate, id)
 		if err != nil {
 			return "", err
 		}

@@ -81,7 +81,10 @@ type Manager struct {
 	loaded bool
 	// watching holds the IDs whose exit a goroutine waits on.
 	watching sync.Map
-	stats    statsCache
+	// checkpointing holds the IDs being checkpointed: their tasks are
+	// paused on purpose.
+	checkpointing sync.Map
+	stats         statsCache
 }
 
 // New returns a Manager; its index is rebuilt from containerd on first use.
@@ -161,8 +164,10 @@ func (m *Manager) ensureLoaded(ctx context.Context) error {
 		m.index.Add(c)
 	}
 	m.loaded = true
+	m.endAbandonedLeases(ctx)
 	m.resync(ctx)
 	m.recoverImageVolumes(ctx)
+	m.recoverCheckpoints()
 	klog.V(2).InfoS("Loaded containers", "count", len(ctrs))
 	return nil
 }
@@ -195,6 +200,9 @@ func (m *Manager) resync(ctx context.Context) {
 			klog.ErrorS(err, "Reading task state", "id", c.ID)
 		case resp.GetProcess().GetStatus() == tasktypes.Status_STOPPED:
 			m.recordExit(ctx, c.ID, int32(resp.GetProcess().GetExitStatus()), resp.GetProcess().GetExitedAt().AsTime())
+		case resp.GetProcess().GetStatus() == tasktypes.Status_PAUSED:
+			m.resumeAbandoned(ctx, c.ID)
+			m.rewatch(ctx, c.ID)
 		default:
 			m.rewatch(ctx, c.ID)
 		}

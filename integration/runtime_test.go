@@ -365,17 +365,6 @@ func TestPodCIDRFromKubelet(t *testing.T) {
 	}
 	_, err = rt.UpdatePodSandboxResources(callCtx(t), &runtime.UpdatePodSandboxResourcesRequest{PodSandboxId: "no-such-pod"})
 	wantCode(t, "UpdatePodSandboxResources of an unknown pod", err, codes.NotFound)
-
-	// Checkpointing: a clear refusal (no CRIU here, and peapod does not checkpoint).
-	c := startContainer(t, rt, b, cfg, busybox("app", "sleep 1000"))
-	_, err = rt.CheckpointContainer(callCtx(t), &runtime.CheckpointContainerRequest{ContainerId: c, Location: filepath.Join(e.dir, "cp.tar")})
-	want := codes.Unimplemented
-	if _, lerr := exec.LookPath("criu"); lerr != nil {
-		want = codes.FailedPrecondition
-	}
-	wantCode(t, "CheckpointContainer", err, want)
-	_, err = rt.CheckpointContainer(callCtx(t), &runtime.CheckpointContainerRequest{ContainerId: "no-such-container"})
-	wantCode(t, "CheckpointContainer of an unknown container", err, codes.NotFound)
 }
 
 // TestPodMetrics: ListPodSandboxMetrics reports a running pod and its

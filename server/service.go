@@ -68,6 +68,7 @@ type Containers interface {
 	ReopenLog(ctx context.Context, id string) error
 	Stats(ctx context.Context, c container.Container) (container.Stats, error)
 	UpdateResources(ctx context.Context, id string, r *runtime.LinuxContainerResources) error
+	Checkpoint(ctx context.Context, id, location string, status *runtime.ContainerStatus) error
 }
 
 // Backends are the packages the Service delegates to.
