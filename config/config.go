@@ -45,6 +45,9 @@ type Config struct {
 	PauseImage          string   `toml:"pause-image" json:"pause-image" doc:"Image of the pause container that holds each pod's namespaces."`
 	PullProgressTimeout Duration `toml:"image-pull-progress-timeout" json:"image-pull-progress-timeout" doc:"An image pull that receives no data for this long fails (e.g. \"5m\", \"90s\")."`
 	StreamingAddress    string   `toml:"streaming-address" json:"streaming-address" doc:"host:port of the exec/attach/port-forward streaming server (port 0: any free port)."`
+	StreamingTLSCert    string   `toml:"streaming-tls-cert" json:"streaming-tls-cert" doc:"PEM certificate of the streaming server; with streaming-tls-key it serves HTTPS (read again when the files change)."`
+	StreamingTLSKey     string   `toml:"streaming-tls-key" json:"streaming-tls-key" doc:"PEM private key of streaming-tls-cert."`
+	StreamingTLSCA      string   `toml:"streaming-tls-client-ca" json:"streaming-tls-client-ca" doc:"PEM CA certificates; when set, streaming clients must present a certificate signed by one of them."`
 	MetricsAddress      string   `toml:"metrics-address" json:"metrics-address" doc:"host:port serving Prometheus metrics on /metrics; empty turns metrics off."`
 	Verbosity           int      `toml:"v" json:"v" doc:"Log verbosity (klog -v); 4 logs every CRI call."`
 	DefaultRuntime      string   `toml:"default-runtime" json:"default-runtime" doc:"Runtime handler of pods that name none; a key of [runtimes]."`
@@ -205,6 +208,22 @@ func (c *Config) Validate() error {
 	}
 	if _, _, err := net.SplitHostPort(c.StreamingAddress); err != nil {
 		bad("streaming-address", "%v", err)
+	}
+	if c.StreamingTLSCert != "" && c.StreamingTLSKey == "" {
+		bad("streaming-tls-cert", "needs streaming-tls-key")
+	}
+	if c.StreamingTLSKey != "" && c.StreamingTLSCert == "" {
+		bad("streaming-tls-key", "needs streaming-tls-cert")
+	}
+	if c.StreamingTLSCA != "" && c.StreamingTLSCert == "" {
+		bad("streaming-tls-client-ca", "needs streaming-tls-cert and streaming-tls-key")
+	}
+	for key, p := range map[string]string{
+		"streaming-tls-cert": c.StreamingTLSCert, "streaming-tls-key": c.StreamingTLSKey, "streaming-tls-client-ca": c.StreamingTLSCA,
+	} {
+		if p != "" && !filepath.IsAbs(p) {
+			bad(key, "must be an absolute path, got %q", p)
+		}
 	}
 	if c.MetricsAddress != "" {
 		if _, _, err := net.SplitHostPort(c.MetricsAddress); err != nil {

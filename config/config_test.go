@@ -44,33 +44,52 @@ func TestLoadPrecedence(t *testing.T) {
 		flag     string
 		fromFile func(*Config)
 		fromFlag func(*Config)
+		// also are flags the key cannot go without, given in every mode;
+		// fromFile and fromFlag set them too.
+		also []string
 	}{
 		{"listen", `"/f/peapod.sock"`, "/x/peapod.sock",
-			func(c *Config) { c.Listen = "/f/peapod.sock" }, func(c *Config) { c.Listen = "/x/peapod.sock" }},
+			func(c *Config) { c.Listen = "/f/peapod.sock" }, func(c *Config) { c.Listen = "/x/peapod.sock" }, nil},
 		{"containerd-address", `"/f/containerd.sock"`, "/x/containerd.sock",
-			func(c *Config) { c.ContainerdAddress = "/f/containerd.sock" }, func(c *Config) { c.ContainerdAddress = "/x/containerd.sock" }},
+			func(c *Config) { c.ContainerdAddress = "/f/containerd.sock" }, func(c *Config) { c.ContainerdAddress = "/x/containerd.sock" }, nil},
 		{"containerd-namespace", `"file-ns"`, "flag-ns",
-			func(c *Config) { c.ContainerdNamespace = "file-ns" }, func(c *Config) { c.ContainerdNamespace = "flag-ns" }},
+			func(c *Config) { c.ContainerdNamespace = "file-ns" }, func(c *Config) { c.ContainerdNamespace = "flag-ns" }, nil},
 		{"root", `"/f/root"`, "/x/root",
-			func(c *Config) { c.Root = "/f/root" }, func(c *Config) { c.Root = "/x/root" }},
+			func(c *Config) { c.Root = "/f/root" }, func(c *Config) { c.Root = "/x/root" }, nil},
 		{"state", `"/f/state"`, "/x/state",
-			func(c *Config) { c.State = "/f/state" }, func(c *Config) { c.State = "/x/state" }},
+			func(c *Config) { c.State = "/f/state" }, func(c *Config) { c.State = "/x/state" }, nil},
 		{"registry-config-path", `"/f/certs.d"`, "/x/certs.d",
-			func(c *Config) { c.RegistryConfigPath = "/f/certs.d" }, func(c *Config) { c.RegistryConfigPath = "/x/certs.d" }},
+			func(c *Config) { c.RegistryConfigPath = "/f/certs.d" }, func(c *Config) { c.RegistryConfigPath = "/x/certs.d" }, nil},
 		{"cni-conf-dir", `"/f/net.d"`, "/x/net.d",
-			func(c *Config) { c.CNIConfDir = "/f/net.d" }, func(c *Config) { c.CNIConfDir = "/x/net.d" }},
+			func(c *Config) { c.CNIConfDir = "/f/net.d" }, func(c *Config) { c.CNIConfDir = "/x/net.d" }, nil},
 		{"cni-bin-dir", `["/f/a", "/f/b"]`, "/x/a, /x/b,,/x/c",
-			func(c *Config) { c.CNIBinDir = []string{"/f/a", "/f/b"} }, func(c *Config) { c.CNIBinDir = []string{"/x/a", "/x/b", "/x/c"} }},
+			func(c *Config) { c.CNIBinDir = []string{"/f/a", "/f/b"} }, func(c *Config) { c.CNIBinDir = []string{"/x/a", "/x/b", "/x/c"} }, nil},
 		{"pause-image", `"example.com/file/pause:1"`, "example.com/flag/pause:2",
-			func(c *Config) { c.PauseImage = "example.com/file/pause:1" }, func(c *Config) { c.PauseImage = "example.com/flag/pause:2" }},
+			func(c *Config) { c.PauseImage = "example.com/file/pause:1" }, func(c *Config) { c.PauseImage = "example.com/flag/pause:2" }, nil},
 		{"image-pull-progress-timeout", `"90s"`, "2m30s",
-			func(c *Config) { c.PullProgressTimeout = Duration(90 * time.Second) }, func(c *Config) { c.PullProgressTimeout = Duration(150 * time.Second) }},
+			func(c *Config) { c.PullProgressTimeout = Duration(90 * time.Second) }, func(c *Config) { c.PullProgressTimeout = Duration(150 * time.Second) }, nil},
 		{"streaming-address", `"0.0.0.0:1000"`, "127.0.0.1:2000",
-			func(c *Config) { c.StreamingAddress = "0.0.0.0:1000" }, func(c *Config) { c.StreamingAddress = "127.0.0.1:2000" }},
+			func(c *Config) { c.StreamingAddress = "0.0.0.0:1000" }, func(c *Config) { c.StreamingAddress = "127.0.0.1:2000" }, nil},
+		{"streaming-tls-cert", `"/f/tls.crt"`, "/x/tls.crt",
+			func(c *Config) { c.StreamingTLSCert, c.StreamingTLSKey = "/f/tls.crt", "/a/tls.key" },
+			func(c *Config) { c.StreamingTLSCert, c.StreamingTLSKey = "/x/tls.crt", "/a/tls.key" },
+			[]string{"--streaming-tls-key=/a/tls.key"}},
+		{"streaming-tls-key", `"/f/tls.key"`, "/x/tls.key",
+			func(c *Config) { c.StreamingTLSCert, c.StreamingTLSKey = "/a/tls.crt", "/f/tls.key" },
+			func(c *Config) { c.StreamingTLSCert, c.StreamingTLSKey = "/a/tls.crt", "/x/tls.key" },
+			[]string{"--streaming-tls-cert=/a/tls.crt"}},
+		{"streaming-tls-client-ca", `"/f/ca.crt"`, "/x/ca.crt",
+			func(c *Config) {
+				c.StreamingTLSCert, c.StreamingTLSKey, c.StreamingTLSCA = "/a/tls.crt", "/a/tls.key", "/f/ca.crt"
+			},
+			func(c *Config) {
+				c.StreamingTLSCert, c.StreamingTLSKey, c.StreamingTLSCA = "/a/tls.crt", "/a/tls.key", "/x/ca.crt"
+			},
+			[]string{"--streaming-tls-cert=/a/tls.crt", "--streaming-tls-key=/a/tls.key"}},
 		{"metrics-address", `"127.0.0.1:9100"`, "[::1]:9200",
-			func(c *Config) { c.MetricsAddress = "127.0.0.1:9100" }, func(c *Config) { c.MetricsAddress = "[::1]:9200" }},
+			func(c *Config) { c.MetricsAddress = "127.0.0.1:9100" }, func(c *Config) { c.MetricsAddress = "[::1]:9200" }, nil},
 		{"v", `3`, "5",
-			func(c *Config) { c.Verbosity = 3 }, func(c *Config) { c.Verbosity = 5 }},
+			func(c *Config) { c.Verbosity = 3 }, func(c *Config) { c.Verbosity = 5 }, nil},
 	}
 	// Keys that are not flags (tables), and default-runtime, whose value
 	// must name a table entry, are covered by TestRuntimes.
@@ -98,14 +117,17 @@ func TestLoadPrecedence(t *testing.T) {
 				{"flag over file", fileLine, []string{"--" + tc.key + "=" + tc.flag}, tc.fromFlag},
 			}
 			for _, m := range modes {
-				got, err := load(t, m.file, m.flags...)
+				if m.name == "defaults" && len(tc.also) > 0 {
+					continue // the companions are not valid alone
+				}
+				got, err := load(t, m.file, append(m.flags, tc.also...)...)
 				if err != nil {
 					t.Fatalf("%s: Load: %v", m.name, err)
 				}
-				want := Default()
-				m.want(want)
-				if !reflect.DeepEqual(got, want) {
-					t.Errorf("%s:\n got %+v\nwant %+v", m.name, got, want)
+				want := *Default()
+				m.want(&want)
+				if !reflect.DeepEqual(got, &want) {
+					t.Errorf("%s:\n got %+v\nwant %+v", m.name, got, &want)
 				}
 			}
 		})
@@ -218,6 +240,10 @@ func TestValidateNamesKey(t *testing.T) {
 		{"pause-image", "pause:not a tag"},
 		{"streaming-address", "127.0.0.1"},
 		{"streaming-address", ""},
+		{"streaming-tls-cert", "/etc/peapod/tls.crt"},
+		{"streaming-tls-key", "/etc/peapod/tls.key"},
+		{"streaming-tls-client-ca", "/etc/peapod/ca.crt"},
+		{"streaming-tls-cert", "tls.crt --streaming-tls-key=/etc/peapod/tls.key"},
 		{"metrics-address", "9100"},
 		{"metrics-address", "[::1"},
 		{"v", "-1"},

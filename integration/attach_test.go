@@ -3,6 +3,7 @@
 package integration
 
 import (
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -42,22 +43,38 @@ func attach(t *testing.T, rt runtime.RuntimeServiceClient, req *runtime.AttachRe
 	if err != nil {
 		t.Fatalf("Attach(%+v): %v", req, err)
 	}
-	tr, err := spdy.NewRoundTripper(nil)
+	return openSession(t, resp.Url, nil, req)
+}
+
+// streams are the streams a session asks for: an AttachRequest or an
+// ExecRequest.
+type streams interface {
+	GetStdin() bool
+	GetStdout() bool
+	GetStderr() bool
+	GetTty() bool
+}
+
+// openSession opens an attach or exec session on a streaming URL, over TLS
+// with tlsConfig if the URL is https.
+func openSession(t *testing.T, rawURL string, tlsConfig *tls.Config, req streams) *attachSession {
+	t.Helper()
+	tr, err := spdy.NewRoundTripper(tlsConfig)
 	if err != nil {
 		t.Fatal(err)
 	}
-	hreq, err := http.NewRequest(http.MethodPost, resp.Url, nil)
+	hreq, err := http.NewRequest(http.MethodPost, rawURL, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	hreq.Header.Set(httpstream.HeaderProtocolVersion, "v4.channel.k8s.io")
 	hresp, err := tr.RoundTrip(hreq)
 	if err != nil {
-		t.Fatalf("attach URL %s: %v", resp.Url, err)
+		t.Fatalf("streaming URL %s: %v", rawURL, err)
 	}
 	conn, err := tr.NewConnection(hresp)
 	if err != nil {
-		t.Fatalf("attach URL %s: %v", resp.Url, err)
+		t.Fatalf("streaming URL %s: %v", rawURL, err)
 	}
 	s := &attachSession{t: t, conn: conn, stdout: &syncBuffer{}, stderr: &syncBuffer{}, ended: make(chan struct{})}
 	t.Cleanup(func() { conn.Close() })
@@ -71,7 +88,7 @@ func attach(t *testing.T, rt runtime.RuntimeServiceClient, req *runtime.AttachRe
 		return st
 	}
 	errStream := stream("error")
-	if req.Stdin {
+	if req.GetStdin() {
 		s.stdin = stream("stdin")
 	}
 	var copies []chan struct{}
@@ -79,7 +96,7 @@ func attach(t *testing.T, rt runtime.RuntimeServiceClient, req *runtime.AttachRe
 		asked bool
 		typ   string
 		buf   *syncBuffer
-	}{{req.Stdout, "stdout", s.stdout}, {req.Stderr, "stderr", s.stderr}} {
+	}{{req.GetStdout(), "stdout", s.stdout}, {req.GetStderr(), "stderr", s.stderr}} {
 		if !o.asked {
 			continue
 		}
@@ -91,7 +108,7 @@ func attach(t *testing.T, rt runtime.RuntimeServiceClient, req *runtime.AttachRe
 			close(done)
 		}()
 	}
-	if req.Tty {
+	if req.GetTty() {
 		s.resize = stream("resize")
 	}
 	go func() {

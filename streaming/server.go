@@ -7,6 +7,7 @@ package streaming
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -43,20 +44,33 @@ type Server struct {
 	listener net.Listener
 }
 
-// New listens on addr (host:port; port 0 picks a free one) and returns a
-// Server whose URLs name the address actually bound.
-func New(addr string, containers Containers, sandboxes Sandboxes) (*Server, error) {
+// New listens on addr (host:port; port 0 picks a free one), with TLS when
+// t is enabled, and returns a Server whose URLs name the address actually
+// bound.
+func New(addr string, t TLS, containers Containers, sandboxes Sandboxes) (*Server, error) {
+	scheme := "http"
+	var tlsConfig *tls.Config
+	if t.Enabled() {
+		var err error
+		if tlsConfig, err = t.config(); err != nil {
+			return nil, err
+		}
+		scheme = "https"
+	}
 	l, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("streaming server on %s: %w", addr, err)
 	}
 	cfg := criStreaming.DefaultConfig
 	cfg.Addr = l.Addr().String()
-	cfg.BaseURL = &url.URL{Scheme: "http", Host: l.Addr().String()}
+	cfg.BaseURL = &url.URL{Scheme: scheme, Host: l.Addr().String()}
 	srv, err := criStreaming.NewServer(cfg, &adapter{containers: containers, sandboxes: sandboxes})
 	if err != nil {
 		l.Close()
 		return nil, err
+	}
+	if tlsConfig != nil {
+		l = tls.NewListener(l, tlsConfig)
 	}
 	return &Server{
 		srv:      srv,

@@ -81,7 +81,12 @@ func startServer(t *testing.T) *Server {
 
 func startServerWith(t *testing.T, r fakeRuntime) *Server {
 	t.Helper()
-	s, err := New("127.0.0.1:0", r, r)
+	return startServerTLS(t, r, TLS{})
+}
+
+func startServerTLS(t *testing.T, r fakeRuntime, tlsFiles TLS) *Server {
+	t.Helper()
+	s, err := New("127.0.0.1:0", tlsFiles, r, r)
 	if err != nil {
 		t.Fatal(err)
 	}

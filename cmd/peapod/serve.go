@@ -74,7 +74,9 @@ func serve(cfg *config.Config) error {
 	containers := container.New(ctrd, images, sandboxes, container.Config{
 		StateDir: cfg.State, LogDriver: self, Namespace: cfg.ContainerdNamespace, Events: events, Handlers: handlers,
 	})
-	stream, err := streaming.New(cfg.StreamingAddress, containers, sandboxes)
+	stream, err := streaming.New(cfg.StreamingAddress, streaming.TLS{
+		CertFile: cfg.StreamingTLSCert, KeyFile: cfg.StreamingTLSKey, ClientCAFile: cfg.StreamingTLSCA,
+	}, containers, sandboxes)
 	if err != nil {
 		return err
 	}
