@@ -206,6 +206,7 @@ func (m *Manager) watchExit(ctx context.Context, id string, exited <-chan client
 		return // the wait broke (containerd restarted): events and Resync take over
 	}
 	m.recordExit(ctx, id, int32(st.ExitCode()), st.ExitTime())
+	m.releaseTaskLater(ctx, id)
 }
 
 // Stop stops a running container: its stop signal, then SIGKILL after
@@ -248,6 +249,13 @@ func (m *Manager) stop(ctx context.Context, id string, timeout time.Duration) er
 	if err != nil {
 		return fmt.Errorf("waiting on container %s: %w", id, err)
 	}
+	// A frozen process acts on no signal, not even SIGKILL.
+	if st, err := task.Status(ctx); err == nil && st.Status == client.Paused {
+		klog.InfoS("Resuming a paused container to stop it", "id", id)
+		if err := task.Resume(ctx); err != nil {
+			klog.ErrorS(err, "Resuming a paused container to stop it", "id", id)
+		}
+	}
 	if timeout > 0 {
 		sig := m.stopSignal(ctx, &c)
 		if err := task.Kill(ctx, sig); err != nil && !errdefs.IsNotFound(err) {
@@ -256,6 +264,7 @@ func (m *Manager) stop(ctx context.Context, id string, timeout time.Duration) er
 		select {
 		case st := <-exited:
 			m.recordExit(ctx, id, int32(st.ExitCode()), st.ExitTime())
+			m.releaseTask(ctx, id)
 			return nil
 		case <-time.After(timeout):
 		case <-ctx.Done():
@@ -268,6 +277,7 @@ func (m *Manager) stop(ctx context.Context, id string, timeout time.Duration) er
 	select {
 	case st := <-exited:
 		m.recordExit(ctx, id, int32(st.ExitCode()), st.ExitTime())
+		m.releaseTask(ctx, id)
 		return nil
 	case <-time.After(killTimeout):
 		return fmt.Errorf("container %s did not exit within %s of SIGKILL", id, killTimeout)

@@ -21,6 +21,7 @@ import (
 	"github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/core/containers"
 	"github.com/containerd/errdefs"
+	"github.com/containerd/errdefs/pkg/errgrpc"
 	"github.com/containerd/typeurl/v2"
 	"google.golang.org/protobuf/proto"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -175,6 +176,7 @@ func (m *Manager) ensureLoaded(ctx context.Context) error {
 // TaskExited records a container's exit reported by the event monitor.
 func (m *Manager) TaskExited(ctx context.Context, e monitor.Exit) {
 	m.recordExit(ctx, e.ContainerID, int32(e.ExitStatus), e.ExitedAt)
+	m.releaseTaskLater(ctx, e.ContainerID)
 }
 
 // Resync catches exits the event stream did not deliver: a container
@@ -188,25 +190,60 @@ func (m *Manager) Resync(ctx context.Context) {
 }
 
 func (m *Manager) resync(ctx context.Context) {
+	resp, err := m.client.TaskService().List(ctx, &tasks.ListTasksRequest{})
+	if err != nil {
+		klog.ErrorS(err, "Listing tasks")
+		return
+	}
+	procs := make(map[string]*tasktypes.Process, len(resp.GetTasks()))
+	for _, p := range resp.GetTasks() {
+		procs[p.GetID()] = p
+	}
 	for _, c := range m.index.List() {
-		if c.State != StateRunning {
-			continue
-		}
-		resp, err := m.client.TaskService().Get(ctx, &tasks.GetRequest{ContainerID: c.ID})
+		p, hasTask := procs[c.ID]
 		switch {
-		case errdefs.IsNotFound(err):
+		case c.State == StateExited && hasTask:
+			m.releaseTaskLater(ctx, c.ID) // its exit was recorded, then peapod stopped
+		case c.State != StateRunning:
+		case !hasTask:
 			m.recordExit(ctx, c.ID, 255, time.Now())
-		case err != nil:
-			klog.ErrorS(err, "Reading task state", "id", c.ID)
-		case resp.GetProcess().GetStatus() == tasktypes.Status_STOPPED:
-			m.recordExit(ctx, c.ID, int32(resp.GetProcess().GetExitStatus()), resp.GetProcess().GetExitedAt().AsTime())
-		case resp.GetProcess().GetStatus() == tasktypes.Status_PAUSED:
+		case p.GetStatus() == tasktypes.Status_STOPPED:
+			m.recordExit(ctx, c.ID, int32(p.GetExitStatus()), p.GetExitedAt().AsTime())
+			m.releaseTaskLater(ctx, c.ID)
+		case p.GetStatus() == tasktypes.Status_PAUSED:
 			m.resumeAbandoned(ctx, c.ID)
 			m.rewatch(ctx, c.ID)
 		default:
 			m.rewatch(ctx, c.ID)
 		}
 	}
+}
+
+// releaseTask deletes the task of exited container id, so that its shim
+// lets go of the container's IO (the log driver drains and exits) and its
+// runc state and cgroup now, not at RemoveContainer, which the kubelet may
+// call much later, or never for the last exited container of a pod. The
+// caller holds the container's lock.
+func (m *Manager) releaseTask(ctx context.Context, id string) {
+	_, err := m.client.TaskService().Delete(ctx, &tasks.DeleteTaskRequest{ContainerID: id})
+	if err != nil && !errdefs.IsNotFound(errgrpc.ToNative(err)) {
+		klog.ErrorS(err, "Releasing the task of an exited container", "id", id)
+	}
+}
+
+// releaseTaskLater is releaseTask in the background, under the lock.
+func (m *Manager) releaseTaskLater(ctx context.Context, id string) {
+	ctx = context.WithoutCancel(ctx)
+	go func() {
+		unlock := m.index.Lock(id)
+		defer unlock()
+		if c, err := m.index.Get(id); err != nil || c.State != StateExited {
+			return // removed meanwhile, or not exited
+		}
+		ctx, cancel := context.WithTimeout(ctx, killTimeout)
+		defer cancel()
+		m.releaseTask(ctx, id)
+	}()
 }
 
 // rewatch follows the exit of a running container's task again, after a

@@ -20,6 +20,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -891,4 +892,78 @@ func TestPodBadInputAndNameClash(t *testing.T) {
 	eventually(t, 10*time.Second, "nothing of the pods is left", func() error {
 		return errors.Join(e.leftovers(sbID, id), e.leftovers(again))
 	})
+}
+
+// An exited container keeps nothing running: its task (and with it the log
+// driver and the runc state) is released when it exits, before the kubelet
+// removes it, whether it exited by itself, was stopped, or exited while
+// peapod was down. Its status, exit code and complete log remain.
+func TestExitedContainerReleasesItsTask(t *testing.T) {
+	t.Parallel()
+	e := newPodEnv(t)
+	rt, ic := e.serve()
+	pull(t, ic, busyboxRef)
+	cfg := e.podConfig("release")
+	sb := runPod(t, rt, cfg)
+
+	released := func(id string, exitCode int32, lastLine string) {
+		t.Helper()
+		eventually(t, 20*time.Second, "container "+id+" exits and lets go of its task", func() error {
+			st := containerStatus(t, rt, id).GetStatus()
+			if st.GetState() != runtime.ContainerState_CONTAINER_EXITED {
+				return fmt.Errorf("container is %s", st.GetState())
+			}
+			if st.GetExitCode() != exitCode {
+				return fmt.Errorf("exit code %d, want %d", st.GetExitCode(), exitCode)
+			}
+			if ts := e.taskStatus(id); ts != "" {
+				return fmt.Errorf("its task is still there, %s", ts)
+			}
+			if p := processesOf(id); len(p) > 0 {
+				return fmt.Errorf("processes left: %q", p)
+			}
+			return nil
+		})
+		lines, err := readLog(containerStatus(t, rt, id).GetStatus().GetLogPath())
+		if err != nil || len(lines) == 0 || lines[len(lines)-1].msg != lastLine {
+			t.Errorf("log of %s: %v, %v; want it to end with %q", id, lines, err, lastLine)
+		}
+	}
+
+	done := startContainer(t, rt, sb, cfg, busybox("done", "seq 1 2000; echo bye; exit 3"))
+	released(done, 3, "bye")
+
+	stopped := startContainer(t, rt, sb, cfg, busybox("stopped", "trap 'echo term; exit 0' TERM; echo up; while true; do sleep 0.1; done"))
+	eventually(t, 10*time.Second, "the trap is set", func() error {
+		if lines, _ := readLog(containerStatus(t, rt, stopped).GetStatus().GetLogPath()); len(lines) == 0 {
+			return errors.New("no output yet")
+		}
+		return nil
+	})
+	if _, err := rt.StopContainer(podCtx(t), &runtime.StopContainerRequest{ContainerId: stopped, Timeout: 10}); err != nil {
+		t.Fatalf("StopContainer: %v", err)
+	}
+	if ts := e.taskStatus(stopped); ts != "" {
+		t.Errorf("StopContainer returned with the task still there, %s", ts)
+	}
+	released(stopped, 0, "term")
+
+	// Exiting while peapod is down: recorded and released at start-up.
+	late := startContainer(t, rt, sb, cfg, busybox("late", "sleep 2; echo late"))
+	e.d.signal(syscall.SIGKILL)
+	e.d.wait(podTimeout)
+	eventually(t, 20*time.Second, "the container exits while peapod is down", func() error {
+		if ts := e.taskStatus(late); ts != "stopped" {
+			return fmt.Errorf("task is %q", ts)
+		}
+		return nil
+	})
+	rt, _ = e.serve()
+	released(late, 0, "late")
+
+	for _, id := range []string{done, stopped, late} {
+		if _, err := rt.RemoveContainer(podCtx(t), &runtime.RemoveContainerRequest{ContainerId: id}); err != nil {
+			t.Errorf("RemoveContainer(%s): %v", id, err)
+		}
+	}
 }
