@@ -18,8 +18,9 @@ ARG REVISION=unknown
 RUN --mount=type=cache,target=/go/pkg/mod --mount=type=cache,target=/root/.cache/go-build \
     go build -trimpath -buildvcs=false \
       -ldflags "-s -w -buildid= -X github.com/peapod-cri/peapod/version.Version=${VERSION} -X github.com/peapod-cri/peapod/version.Revision=${REVISION}" \
-      -o /out/peapod ./cmd/peapod
+      -o /out/peapod ./cmd/peapod && \
+    go build -trimpath -buildvcs=false -ldflags "-s -w -buildid=" -o /out/peapod-io ./cmd/peapod-io
 
 FROM gcr.io/distroless/static-debian12:latest
-COPY --from=build /out/peapod /usr/bin/peapod
+COPY --from=build /out/peapod /out/peapod-io /usr/bin/
 ENTRYPOINT ["/usr/bin/peapod"]

@@ -1,5 +1,5 @@
 # peapod — a CRI runtime for containerd.
-#   make build        build bin/peapod
+#   make build        build bin/peapod and bin/peapod-io
 #   make run          start peapod (and what it needs) ready for crictl
 #   make test         unit + integration + conformance tests (what CI runs)
 #   make bench        benchmarks, peapod beside containerd's built-in CRI
@@ -22,6 +22,7 @@ all: build
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/peapod ./cmd/peapod
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w" -o bin/peapod-io ./cmd/peapod-io
 
 run:
 	bash conformance/up.sh

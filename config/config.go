@@ -49,6 +49,7 @@ type Config struct {
 	StreamingTLSKey     string   `toml:"streaming-tls-key" json:"streaming-tls-key" doc:"PEM private key of streaming-tls-cert."`
 	StreamingTLSCA      string   `toml:"streaming-tls-client-ca" json:"streaming-tls-client-ca" doc:"PEM CA certificates; when set, streaming clients must present a certificate signed by one of them."`
 	MetricsAddress      string   `toml:"metrics-address" json:"metrics-address" doc:"host:port serving Prometheus metrics on /metrics; empty turns metrics off."`
+	IOBinary            string   `toml:"io-binary" json:"io-binary" doc:"The small program peapod runs beside every container (its IO process: CRI log and attach) and in pods of its built-in pause image; empty: peapod-io next to peapod's own binary, else on the PATH."`
 	Verbosity           int      `toml:"v" json:"v" doc:"Log verbosity (klog -v); 4 logs every CRI call."`
 	DefaultRuntime      string   `toml:"default-runtime" json:"default-runtime" doc:"Runtime handler of pods that name none; a key of [runtimes]."`
 	// Runtimes is a table, so it has no flag and comes last (TOML tables
@@ -232,6 +233,9 @@ func (c *Config) Validate() error {
 	}
 	if c.PullProgressTimeout <= 0 {
 		bad("image-pull-progress-timeout", "must be positive, got %s", c.PullProgressTimeout)
+	}
+	if c.IOBinary != "" && !filepath.IsAbs(c.IOBinary) {
+		bad("io-binary", "must be an absolute path, got %q", c.IOBinary)
 	}
 	if c.Verbosity < 0 {
 		bad("v", "must not be negative, got %d", c.Verbosity)

@@ -88,6 +88,8 @@ func TestLoadPrecedence(t *testing.T) {
 			[]string{"--streaming-tls-cert=/a/tls.crt", "--streaming-tls-key=/a/tls.key"}},
 		{"metrics-address", `"127.0.0.1:9100"`, "[::1]:9200",
 			func(c *Config) { c.MetricsAddress = "127.0.0.1:9100" }, func(c *Config) { c.MetricsAddress = "[::1]:9200" }, nil},
+		{"io-binary", `"/f/peapod-io"`, "/x/peapod-io",
+			func(c *Config) { c.IOBinary = "/f/peapod-io" }, func(c *Config) { c.IOBinary = "/x/peapod-io" }, nil},
 		{"v", `3`, "5",
 			func(c *Config) { c.Verbosity = 3 }, func(c *Config) { c.Verbosity = 5 }, nil},
 	}
@@ -246,6 +248,7 @@ func TestValidateNamesKey(t *testing.T) {
 		{"streaming-tls-cert", "tls.crt --streaming-tls-key=/etc/peapod/tls.key"},
 		{"metrics-address", "9100"},
 		{"metrics-address", "[::1"},
+		{"io-binary", "peapod-io"},
 		{"v", "-1"},
 	}
 	for _, tc := range cases {

@@ -15,6 +15,8 @@ import (
 	"github.com/containerd/errdefs"
 	"k8s.io/cri-streaming/pkg/streaming/remotecommand"
 	"k8s.io/klog/v2"
+
+	"github.com/peapod-cri/peapod/containerio"
 )
 
 const (
@@ -74,7 +76,7 @@ func (m *Manager) Attach(ctx context.Context, id string, stdin io.Reader, stdout
 			return false
 		}
 	}
-	conn, err := dialUnix(m.attachSocket(c.ID), attachDialTimeout)
+	conn, err := containerio.Dial(m.attachSocket(c.ID), attachDialTimeout)
 	if err != nil {
 		if justExited() {
 			return nil
@@ -84,7 +86,7 @@ func (m *Manager) Attach(ctx context.Context, id string, stdin io.Reader, stdout
 	defer conn.Close()
 	// Output is relayed from the greeting on.
 	_ = conn.SetReadDeadline(time.Now().Add(attachDialTimeout))
-	if stream, _, err := readFrame(conn, make([]byte, frameHeader)); err != nil || stream != streamAttached {
+	if stream, _, err := containerio.ReadFrame(conn, make([]byte, containerio.FrameHeader)); err != nil || stream != containerio.StreamAttached {
 		if justExited() {
 			return nil
 		}
@@ -194,13 +196,13 @@ type outputCopy struct {
 // run copies until the container's output has ended (nil), the client
 // stopped taking it (errLostClient) or, once draining, the output paused.
 func (o *outputCopy) run() error {
-	buf := make([]byte, maxFrame)
+	buf := make([]byte, containerio.MaxFrame)
 	var stdoutEnded, stderrEnded bool
 	for {
 		if o.draining.Load() {
 			_ = o.conn.SetReadDeadline(time.Now().Add(attachDrainQuiet))
 		}
-		stream, p, err := readFrame(o.conn, buf)
+		stream, p, err := containerio.ReadFrame(o.conn, buf)
 		if err != nil {
 			if o.draining.Load() && (errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, io.EOF)) {
 				return nil
@@ -211,12 +213,12 @@ func (o *outputCopy) run() error {
 			return err
 		}
 		w := o.stdout
-		if stream == streamStderr {
+		if stream == containerio.StreamStderr {
 			w = o.stderr
 		}
 		if len(p) == 0 {
-			stdoutEnded = stdoutEnded || stream == streamStdout
-			stderrEnded = stderrEnded || stream == streamStderr
+			stdoutEnded = stdoutEnded || stream == containerio.StreamStdout
+			stderrEnded = stderrEnded || stream == containerio.StreamStderr
 			if stdoutEnded && (stderrEnded || o.tty) {
 				return nil
 			}

@@ -59,8 +59,10 @@ const (
 type Config struct {
 	// StateDir holds runtime state (exec FIFOs, log driver pid files).
 	StateDir string
-	// LogDriver is the binary the shim runs to write CRI logs (peapod itself).
-	LogDriver string
+	// IOBinary is the program (peapod-io) that is each container's IO
+	// process: run by the shim as a binary log driver, or by peapod as a
+	// fifo relay.
+	IOBinary string
 	// Events receives the containers' lifecycle events (may be nil).
 	Events *eventbus.Bus
 	// Handlers are the runtime handlers; a container runs with its pod's.

@@ -1,7 +1,6 @@
 package container
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"maps"
@@ -13,9 +12,10 @@ import (
 	"time"
 
 	"github.com/containerd/containerd/v2/pkg/cio"
-	"github.com/containerd/fifo"
 	"golang.org/x/sys/unix"
 	"k8s.io/klog/v2"
+
+	"github.com/peapod-cri/peapod/containerio"
 )
 
 // A container's stdio goes one of two ways, both served by an IO process
@@ -35,14 +35,8 @@ import (
 // stdin is closed explicitly, through the task's CloseIO.
 
 const (
-	// containerIOArg starts peapod as the fifo relay of a container.
-	containerIOArg = "peapod-container-io"
 	// ioReadyTimeout bounds the wait for a started fifo relay to be ready.
 	ioReadyTimeout = 10 * time.Second
-	// fifoOpenTimeout bounds how long a fifo relay waits for the shim to
-	// open the output fifos: a relay whose task was never created (peapod
-	// died before) must not wait forever.
-	fifoOpenTimeout = 5 * time.Minute
 )
 
 // stateDir holds a container's runtime files: the IO process's pid file,
@@ -92,9 +86,9 @@ func (m *Manager) prepareStdio(c *Container) (*taskStdio, error) {
 		return nil, fmt.Errorf("creating the state directory of container %s: %w", c.ID, err)
 	}
 	tty, stdin := c.Config.GetTty(), c.Config.GetStdin()
-	opts := map[string]string{"socket": m.attachSocket(c.ID), "pidfile": m.pidFile(c.ID)}
+	opts := map[string]string{containerio.OptSocket: m.attachSocket(c.ID), containerio.OptPidFile: m.pidFile(c.ID)}
 	if c.LogPath != "" {
-		opts["path"] = c.LogPath
+		opts[containerio.OptLogPath] = c.LogPath
 	}
 	var cfg cio.Config
 	if stdin {
@@ -104,8 +98,8 @@ func (m *Manager) prepareStdio(c *Container) (*taskStdio, error) {
 		}
 	}
 	if tty || !stdin {
-		opts[logDriverFlag] = "1"
-		uri, err := cio.LogURIGenerator("binary", m.config.LogDriver, opts)
+		opts[containerio.LogDriverFlag] = "1"
+		uri, err := cio.LogURIGenerator("binary", m.config.IOBinary, opts)
 		if err != nil {
 			return nil, err
 		}
@@ -118,7 +112,7 @@ func (m *Manager) prepareStdio(c *Container) (*taskStdio, error) {
 			return nil, err
 		}
 	}
-	opts["stdout"], opts["stderr"] = cfg.Stdout, cfg.Stderr
+	opts[containerio.OptStdout], opts[containerio.OptStderr] = cfg.Stdout, cfg.Stderr
 	relay, err := m.startRelay(c.ID, opts)
 	if err != nil {
 		return nil, err
@@ -139,7 +133,7 @@ func mkfifo(path string) error {
 // goroutine reaps it while peapod lives. It returns once the relay listens
 // on its socket and waits on the output fifos.
 func (m *Manager) startRelay(id string, opts map[string]string) (*os.Process, error) {
-	args := []string{containerIOArg}
+	args := []string{containerio.FifoRelayArg}
 	for _, k := range slices.Sorted(maps.Keys(opts)) {
 		args = append(args, k, opts[k])
 	}
@@ -148,7 +142,7 @@ func (m *Manager) startRelay(id string, opts map[string]string) (*os.Process, er
 		return nil, err
 	}
 	defer r.Close()
-	cmd := exec.Command(m.config.LogDriver, args...)
+	cmd := exec.Command(m.config.IOBinary, args...)
 	cmd.ExtraFiles = []*os.File{w} // fd 3: readiness
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	err = cmd.Start()
@@ -181,41 +175,4 @@ func (m *Manager) startRelay(id string, opts map[string]string) (*os.Process, er
 		return nil, fmt.Errorf("IO process of container %s: %w", id, err)
 	}
 	return cmd.Process, nil
-}
-
-// IsContainerIO reports whether peapod was started as a container's fifo relay.
-func IsContainerIO(args []string) bool { return len(args) > 0 && args[0] == containerIOArg }
-
-// RunContainerIO is the fifo relay of a container without a terminal but
-// with stdin: args (after containerIOArg) are "key value" pairs naming the
-// stdout and stderr fifos, and, as for the log driver, the log path, the
-// attach socket and the pid file. It signals readiness on file descriptor 3
-// and exits when both output fifos reach EOF after the container ended.
-func RunContainerIO(args []string) error {
-	opts := parseOptions(args)
-	if opts["stdout"] == "" || opts["stderr"] == "" {
-		return errors.New("container IO: stdout and stderr fifos are required")
-	}
-	// Opening a fifo for reading waits for a writer (the shim, at NewTask):
-	// the opens go on in the background, ended by the timeout if the task
-	// never comes.
-	ctx, cancel := context.WithTimeout(context.Background(), fifoOpenTimeout)
-	defer cancel()
-	var streams []outputStream
-	for _, s := range []struct {
-		path string
-		id   byte
-	}{{opts["stdout"], streamStdout}, {opts["stderr"], streamStderr}} {
-		f, err := fifo.OpenFifo(ctx, s.path, syscall.O_RDONLY|syscall.O_NONBLOCK, 0)
-		if err != nil {
-			return fmt.Errorf("container IO: opening %s: %w", s.path, err)
-		}
-		defer f.Close()
-		streams = append(streams, outputStream{f, s.id})
-	}
-	return relayOutput(opts, streams, func() {
-		ready := os.NewFile(3, "ready")
-		_, _ = ready.Write([]byte{1})
-		_ = ready.Close()
-	})
 }

@@ -67,9 +67,11 @@ func runMain(m *testing.M) int {
 		return 1
 	}
 	defer os.RemoveAll(dir)
+	// peapod finds peapod-io beside itself.
 	peapodBin = filepath.Join(dir, "peapod")
-	build := exec.Command("go", "build", "-o", peapodBin, "github.com/peapod-cri/peapod/cmd/peapod")
+	build := exec.Command("go", "build", "-o", dir, "github.com/peapod-cri/peapod/cmd/peapod", "github.com/peapod-cri/peapod/cmd/peapod-io")
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	build.Env = append(os.Environ(), "CGO_ENABLED=0") // peapod-io goes into the built-in pause image: static
 	if err := build.Run(); err != nil {
 		fmt.Fprintf(os.Stderr, "FAIL: building peapod: %v\n", err)
 		return 1

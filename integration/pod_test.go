@@ -71,6 +71,8 @@ type podEnv struct {
 	config string
 	// cniConfDir replaces the lab's CNI config directory when set.
 	cniConfDir string
+	// pauseImage replaces the lab's pause image when set.
+	pauseImage string
 }
 
 // newPodEnv prepares a podEnv. When the test ends, after every peapod it
@@ -101,7 +103,7 @@ func (e *podEnv) start(env ...string) *daemon {
 		"--state", e.state(),
 		"--cni-conf-dir", cmp.Or(e.cniConfDir, labCNIConfDir),
 		"--registry-config-path", registryConfig,
-		"--pause-image", pause310,
+		"--pause-image", cmp.Or(e.pauseImage, pause310),
 	}})
 	return e.d
 }
@@ -965,5 +967,74 @@ func TestExitedContainerReleasesItsTask(t *testing.T) {
 		if _, err := rt.RemoveContainer(podCtx(t), &runtime.RemoveContainerRequest{ContainerId: id}); err != nil {
 			t.Errorf("RemoveContainer(%s): %v", id, err)
 		}
+	}
+}
+
+// Where the pause image cannot be pulled, pods run on peapod's built-in
+// pause image, made of the small static peapod-io: a pod starts, its pause
+// process is small, reaps the zombies orphaned to it, and stops at once on
+// SIGTERM.
+func TestBuiltinPause(t *testing.T) {
+	t.Parallel()
+	e := newPodEnv(t)
+	e.pauseImage = "registry.k8s.io/pause:no-such-tag" // the mirror has no such tag
+	rt, ic := e.serve()
+	pull(t, ic, busyboxRef)
+	cfg := e.podConfig("builtin-pause")
+	cfg.Linux.SecurityContext = &runtime.LinuxSandboxSecurityContext{NamespaceOptions: &runtime.NamespaceOption{Pid: runtime.NamespaceMode_POD}}
+	sb := runPod(t, rt, cfg)
+
+	ctx, cancel := e.ctrdCtx()
+	defer cancel()
+	ctr, err := containerdClient(t).LoadContainer(ctx, sb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := ctr.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(info.Image, "peapod.local/pause:") {
+		t.Fatalf("the pod's pause image is %q, want peapod's built-in one", info.Image)
+	}
+	task, err := ctr.Task(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	status, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", task.Pid()))
+	var rssKB int
+	for line := range strings.Lines(string(status)) {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			rssKB, _ = strconv.Atoi(strings.Fields(v)[0])
+		}
+	}
+	t.Logf("built-in pause process: %d kB resident", rssKB)
+	if rssKB == 0 || rssKB > 8<<10 {
+		t.Errorf("built-in pause process uses %d kB resident, want a few MB at most", rssKB)
+	}
+
+	// Orphans are reparented to the pause process (PID 1 of the shared PID
+	// namespace), which reaps them.
+	c := startContainer(t, rt, sb, cfg, busybox("orphans", "sh -c 'sleep 0.2 &' ; sleep 1000"))
+	eventually(t, 10*time.Second, "the orphaned sleep is reaped", func() error {
+		out, _ := execSync(t, rt, c, "ps", "-o", "pid,stat,comm")
+		if strings.Contains(out, " Z ") || strings.Contains(out, "defunct") {
+			return fmt.Errorf("zombies in the pod:\n%s", out)
+		}
+		if strings.Count(out, "sleep") != 1 {
+			return fmt.Errorf("the orphan still runs:\n%s", out)
+		}
+		return nil
+	})
+
+	begin := time.Now()
+	if _, err := rt.StopPodSandbox(podCtx(t), &runtime.StopPodSandboxRequest{PodSandboxId: sb}); err != nil {
+		t.Fatalf("StopPodSandbox: %v", err)
+	}
+	if d := time.Since(begin); d > 5*time.Second {
+		t.Errorf("StopPodSandbox took %s: the pause process did not end on SIGTERM", d)
+	}
+	if _, err := rt.RemovePodSandbox(podCtx(t), &runtime.RemovePodSandboxRequest{PodSandboxId: sb}); err != nil {
+		t.Fatalf("RemovePodSandbox: %v", err)
 	}
 }

@@ -52,6 +52,9 @@ func init() {
 type Config struct {
 	// PauseImage is the image of the pause container.
 	PauseImage string
+	// PauseBinary is the static program (peapod-io) peapod's built-in pause
+	// image is made of, for nodes where PauseImage cannot be pulled.
+	PauseBinary string
 	// Events receives the sandboxes' lifecycle events (may be nil).
 	Events *eventbus.Bus
 	// Handlers are the runtime handlers pods may name.

@@ -8,41 +8,18 @@ import (
 	"encoding/hex"
 	"fmt"
 	"os"
-	"os/signal"
-	"syscall"
 	"time"
 
 	"github.com/containerd/containerd/v2/client"
 	"github.com/containerd/errdefs"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"k8s.io/klog/v2"
-)
 
-// PauseCommand is the argument that makes peapod act as a pause process.
-const PauseCommand = "pause"
+	"github.com/peapod-cri/peapod/pause"
+)
 
 // BuiltinPauseRepository is the repository of peapod's built-in pause image.
 const BuiltinPauseRepository = "peapod.local/pause"
-
-// RunPause is the pause process of peapod's built-in pause image: PID 1 of
-// a pod, it holds the pod's namespaces, reaps orphaned zombies, and exits
-// cleanly on SIGINT or SIGTERM.
-func RunPause() error {
-	sigs := make(chan os.Signal, 16)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGCHLD)
-	for sig := range sigs {
-		if sig != syscall.SIGCHLD {
-			return nil
-		}
-		for {
-			var ws syscall.WaitStatus
-			if pid, err := syscall.Wait4(-1, &ws, syscall.WNOHANG, nil); pid <= 0 || err != nil {
-				break
-			}
-		}
-	}
-	return nil
-}
 
 // pauseImage returns the configured pause image, pulling it if missing. On
 // an air-gapped node where it cannot be pulled, it falls back to peapod's
@@ -63,16 +40,12 @@ func (m *Manager) pauseImage(ctx context.Context) (client.Image, error) {
 }
 
 // builtinPause returns peapod's own pause image, creating it in containerd
-// when missing: one layer holding peapod's static binary as /pause. Its tag
-// is derived from the binary, so an upgraded peapod brings a new image.
+// when missing: one layer holding the static peapod-io binary as /pause. Its
+// tag is derived from the binary, so an upgraded peapod brings a new image.
 func (m *Manager) builtinPause(ctx context.Context) (client.Image, error) {
-	self, err := os.Executable()
+	bin, err := os.ReadFile(m.config.PauseBinary)
 	if err != nil {
-		return nil, fmt.Errorf("finding peapod's binary for the built-in pause image: %w", err)
-	}
-	bin, err := os.ReadFile(self)
-	if err != nil {
-		return nil, fmt.Errorf("reading peapod's binary for the built-in pause image: %w", err)
+		return nil, fmt.Errorf("reading %s for the built-in pause image: %w", m.config.PauseBinary, err)
 	}
 	sum := sha256.Sum256(bin)
 	ref := BuiltinPauseRepository + ":" + hex.EncodeToString(sum[:6])
@@ -83,7 +56,7 @@ func (m *Manager) builtinPause(ctx context.Context) (client.Image, error) {
 			return nil, lerr
 		}
 		img, err = m.images.Create(ctx, ref, layer, ocispec.ImageConfig{
-			Entrypoint: []string{"/pause", PauseCommand},
+			Entrypoint: []string{"/pause", pause.Command},
 			User:       "65535:65535",
 		})
 	}

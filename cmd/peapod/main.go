@@ -17,8 +17,6 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/peapod-cri/peapod/config"
-	"github.com/peapod-cri/peapod/container"
-	"github.com/peapod-cri/peapod/sandbox"
 	"github.com/peapod-cri/peapod/version"
 )
 
@@ -32,15 +30,6 @@ func main() {
 }
 
 func run(args []string, stdout, stderr io.Writer) error {
-	if container.IsLogDriver(args) {
-		return container.RunLogDriver(args)
-	}
-	if container.IsContainerIO(args) {
-		return container.RunContainerIO(args[1:])
-	}
-	if len(args) == 1 && args[0] == sandbox.PauseCommand {
-		return sandbox.RunPause()
-	}
 	if len(args) > 0 {
 		switch args[0] {
 		case "version":

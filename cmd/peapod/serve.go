@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"strconv"
@@ -63,16 +64,16 @@ func serve(cfg *config.Config) error {
 	})
 	net := network.NewManager(cfg.CNIConfDir, cfg.CNIBinDir, filepath.Join(cfg.State, "cni"))
 	events := &eventbus.Bus{}
-	self, err := os.Executable()
+	ioBinary, err := findIOBinary(cfg.IOBinary)
 	if err != nil {
-		return fmt.Errorf("finding peapod's own binary (the log driver): %w", err)
+		return err
 	}
 	handlers := runtimehandler.Load(context.Background(), cfg, &runtimehandler.Prober{IDMapPath: cfg.Root})
 	sandboxes := sandbox.New(ctrd, images, net, sandbox.Config{
-		PauseImage: cfg.PauseImage, RootDir: cfg.Root, StateDir: cfg.State, Events: events, Handlers: handlers,
+		PauseImage: cfg.PauseImage, PauseBinary: ioBinary, RootDir: cfg.Root, StateDir: cfg.State, Events: events, Handlers: handlers,
 	})
 	containers := container.New(ctrd, images, sandboxes, container.Config{
-		StateDir: cfg.State, LogDriver: self, Namespace: cfg.ContainerdNamespace, Events: events, Handlers: handlers,
+		StateDir: cfg.State, IOBinary: ioBinary, Namespace: cfg.ContainerdNamespace, Events: events, Handlers: handlers,
 	})
 	stream, err := streaming.New(cfg.StreamingAddress, streaming.TLS{
 		CertFile: cfg.StreamingTLSCert, KeyFile: cfg.StreamingTLSKey, ClientCAFile: cfg.StreamingTLSCA,
@@ -145,4 +146,34 @@ func setVerbosity(v int) {
 	fs := flag.NewFlagSet("klog", flag.ContinueOnError)
 	klog.InitFlags(fs)
 	_ = fs.Set("v", strconv.Itoa(v))
+}
+
+// ioBinaryName is the program each container's IO process and the
+// built-in pause run, shipped beside peapod.
+const ioBinaryName = "peapod-io"
+
+// findIOBinary returns the configured IO binary, else peapod-io next to
+// peapod's own binary, else on the PATH. It must be there at start-up:
+// without it no container could start.
+func findIOBinary(configured string) (string, error) {
+	candidates := []string{configured}
+	if configured == "" {
+		candidates = nil
+		if self, err := os.Executable(); err == nil {
+			candidates = append(candidates, filepath.Join(filepath.Dir(self), ioBinaryName))
+		}
+		if p, err := exec.LookPath(ioBinaryName); err == nil {
+			candidates = append(candidates, p)
+		}
+	}
+	for _, c := range candidates {
+		if fi, err := os.Stat(c); err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0 {
+			klog.InfoS("Container IO binary", "path", c)
+			return c, nil
+		}
+	}
+	if configured != "" {
+		return "", fmt.Errorf("io-binary %s is not an executable file", configured)
+	}
+	return "", fmt.Errorf("%s not found beside peapod or on the PATH (set io-binary): containers' logs and the built-in pause need it", ioBinaryName)
 }

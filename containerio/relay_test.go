@@ -1,4 +1,4 @@
-package container
+package containerio
 
 import (
 	"bytes"
@@ -18,19 +18,19 @@ func TestFrameRoundTrip(t *testing.T) {
 		stream  byte
 		payload []byte
 	}{
-		{"greeting", streamAttached, nil},
-		{"stdout line", streamStdout, []byte("hello\n")},
-		{"stderr partial line", streamStderr, []byte("no newline")},
-		{"end of stdout", streamStdout, nil},
-		{"largest", streamStdout, bytes.Repeat([]byte{'x'}, maxFrame)},
+		{"greeting", StreamAttached, nil},
+		{"stdout line", StreamStdout, []byte("hello\n")},
+		{"stderr partial line", StreamStderr, []byte("no newline")},
+		{"end of stdout", StreamStdout, nil},
+		{"largest", StreamStdout, bytes.Repeat([]byte{'x'}, MaxFrame)},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			frame := appendFrame(nil, tc.stream, tc.payload)
-			if len(frame) != frameHeader+len(tc.payload) {
-				t.Fatalf("frame is %d bytes, want %d", len(frame), frameHeader+len(tc.payload))
+			if len(frame) != FrameHeader+len(tc.payload) {
+				t.Fatalf("frame is %d bytes, want %d", len(frame), FrameHeader+len(tc.payload))
 			}
-			stream, p, err := readFrame(bytes.NewReader(frame), make([]byte, maxFrame))
+			stream, p, err := ReadFrame(bytes.NewReader(frame), make([]byte, MaxFrame))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -49,12 +49,12 @@ func TestReadFrameErrors(t *testing.T) {
 	}{
 		{"nothing", nil, io.EOF},
 		{"short header", []byte{1, 0, 0}, io.ErrUnexpectedEOF},
-		{"short payload", append(appendFrame(nil, streamStdout, []byte("hello"))[:frameHeader], 'h'), io.ErrUnexpectedEOF},
+		{"short payload", append(appendFrame(nil, StreamStdout, []byte("hello"))[:FrameHeader], 'h'), io.ErrUnexpectedEOF},
 		{"too long", []byte{1, 0, 1, 0, 1}, errFrameTooLong},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			_, _, err := readFrame(bytes.NewReader(tc.input), make([]byte, maxFrame))
+			_, _, err := ReadFrame(bytes.NewReader(tc.input), make([]byte, MaxFrame))
 			if !errors.Is(err, tc.want) {
 				t.Errorf("readFrame = %v, want %v", err, tc.want)
 			}
@@ -70,12 +70,12 @@ type frameReader struct {
 }
 
 func newFrameReader(t *testing.T, conn net.Conn) *frameReader {
-	return &frameReader{t: t, conn: conn, buf: make([]byte, maxFrame)}
+	return &frameReader{t: t, conn: conn, buf: make([]byte, MaxFrame)}
 }
 
 func (r *frameReader) next() (byte, string, error) {
 	_ = r.conn.SetReadDeadline(time.Now().Add(5 * time.Second))
-	stream, p, err := readFrame(r.conn, r.buf)
+	stream, p, err := ReadFrame(r.conn, r.buf)
 	return stream, string(p), err
 }
 
@@ -104,12 +104,12 @@ func attachPipe(t *testing.T, h *hub) net.Conn {
 func TestHubBroadcast(t *testing.T) {
 	h := newHub()
 	a, b := newFrameReader(t, attachPipe(t, h)), newFrameReader(t, attachPipe(t, h))
-	stdout, stderr := h.writer(streamStdout), h.writer(streamStderr)
+	stdout, stderr := h.writer(StreamStdout), h.writer(StreamStderr)
 	io.WriteString(stdout, "one\n")
 	io.WriteString(stderr, "oops")
 	io.WriteString(stdout, "two\n")
-	h.end(streamStdout)
-	h.end(streamStderr)
+	h.end(StreamStdout)
+	h.end(StreamStderr)
 	go h.close(time.Second)
 	for _, r := range []*frameReader{a, b} {
 		r.expect("0:", "1:one\n", "2:oops", "1:two\n", "1:", "2:")
@@ -122,13 +122,13 @@ func TestHubBroadcast(t *testing.T) {
 func TestHubSplitsLongWrites(t *testing.T) {
 	h := newHub()
 	r := newFrameReader(t, attachPipe(t, h))
-	long := bytes.Repeat([]byte("0123456789"), maxFrame/5+1) // 2 frames and a bit
-	go func() { h.writer(streamStdout).Write(long) }()
+	long := bytes.Repeat([]byte("0123456789"), MaxFrame/5+1) // 2 frames and a bit
+	go func() { h.writer(StreamStdout).Write(long) }()
 	r.expect("0:")
 	var got []byte
 	for len(got) < len(long) {
 		stream, p, err := r.next()
-		if err != nil || stream != streamStdout || len(p) > maxFrame {
+		if err != nil || stream != StreamStdout || len(p) > MaxFrame {
 			t.Fatalf("frame: stream %d, %d bytes, %v", stream, len(p), err)
 		}
 		got = append(got, p...)
@@ -140,10 +140,10 @@ func TestHubSplitsLongWrites(t *testing.T) {
 
 func TestHubLateClientLearnsWhatEnded(t *testing.T) {
 	h := newHub()
-	io.WriteString(h.writer(streamStderr), "before anyone came")
-	h.end(streamStderr)
+	io.WriteString(h.writer(StreamStderr), "before anyone came")
+	h.end(StreamStderr)
 	r := newFrameReader(t, attachPipe(t, h))
-	io.WriteString(h.writer(streamStdout), "after")
+	io.WriteString(h.writer(StreamStdout), "after")
 	r.expect("0:", "2:", "1:after")
 }
 
@@ -155,12 +155,12 @@ func TestHubDropsSlowClient(t *testing.T) {
 	r.expect("0:")
 	// The stalled client's greeting is in its writer; read nothing more.
 	chunk := bytes.Repeat([]byte{'x'}, 1000)
-	w := h.writer(streamStdout)
+	w := h.writer(StreamStdout)
 	begin := time.Now()
 	for i := range 20 {
 		w.Write(chunk)
 		// The live client keeps up; its backlog never grows.
-		if stream, p, err := r.next(); err != nil || stream != streamStdout || len(p) != len(chunk) {
+		if stream, p, err := r.next(); err != nil || stream != StreamStdout || len(p) != len(chunk) {
 			t.Fatalf("write %d: live client got stream %d, %d bytes, %v", i, stream, len(p), err)
 		}
 	}
@@ -233,7 +233,7 @@ func TestUnixSocketPaths(t *testing.T) {
 					c.Close()
 				}
 			}()
-			c, err := dialUnix(path, time.Second)
+			c, err := Dial(path, time.Second)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -261,7 +261,7 @@ func TestRelayOutput(t *testing.T) {
 	ready := make(chan struct{})
 	done := make(chan error, 1)
 	go func() {
-		done <- relayOutput(opts, []outputStream{{outR, streamStdout}, {errR, streamStderr}}, func() { close(ready) })
+		done <- relayOutput(opts, []outputStream{{outR, StreamStdout}, {errR, StreamStderr}}, func() { close(ready) })
 	}()
 	select {
 	case <-ready:
@@ -271,7 +271,7 @@ func TestRelayOutput(t *testing.T) {
 	if b, err := os.ReadFile(opts["pidfile"]); err != nil || strings.TrimSpace(string(b)) == "" {
 		t.Errorf("pid file: %q, %v", b, err)
 	}
-	conn, err := dialUnix(opts["socket"], time.Second)
+	conn, err := Dial(opts["socket"], time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -295,9 +295,9 @@ func TestRelayOutput(t *testing.T) {
 		switch {
 		case p == "":
 			ended++
-		case stream == streamStdout:
+		case stream == StreamStdout:
 			stdout.WriteString(p)
-		case stream == streamStderr:
+		case stream == StreamStderr:
 			stderr.WriteString(p)
 		}
 	}
@@ -350,9 +350,9 @@ func TestRelayOutputWithoutLog(t *testing.T) {
 	outR, outW := io.Pipe()
 	ready := make(chan struct{})
 	done := make(chan error, 1)
-	go func() { done <- relayOutput(opts, []outputStream{{outR, streamStdout}}, func() { close(ready) }) }()
+	go func() { done <- relayOutput(opts, []outputStream{{outR, StreamStdout}}, func() { close(ready) }) }()
 	<-ready
-	conn, err := dialUnix(opts["socket"], time.Second)
+	conn, err := Dial(opts["socket"], time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}

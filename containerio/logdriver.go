@@ -1,4 +1,4 @@
-package container
+package containerio
 
 import (
 	"bufio"
@@ -18,14 +18,23 @@ import (
 // logDriverFlag marks the shim's invocation of peapod as a log driver. The
 // shim passes the log URI's query as "key value" argument pairs in no fixed
 // order, so the driver is recognised by this key anywhere in the arguments.
-const logDriverFlag = "peapod-log-driver"
+const LogDriverFlag = "peapod-log-driver"
+
+// The IO process's options, given as "key value" argument pairs.
+const (
+	OptLogPath = "path"    // the CRI log file; none if empty
+	OptSocket  = "socket"  // the attach socket; none if empty
+	OptPidFile = "pidfile" // where it records its PID, for ReopenContainerLog's SIGUSR1
+	OptStdout  = "stdout"  // the fifo relay's stdout fifo
+	OptStderr  = "stderr"  // the fifo relay's stderr fifo
+)
 
 // maxLogLine is the longest log line written as one entry; longer lines are
 // split into partial ("P") entries, as the CRI log format allows.
 const maxLogLine = 16 << 10
 
 // IsLogDriver reports whether peapod was started by a shim as a log driver.
-func IsLogDriver(args []string) bool { return slices.Contains(args, logDriverFlag) }
+func IsLogDriver(args []string) bool { return slices.Contains(args, LogDriverFlag) }
 
 // RunLogDriver is the log driver: the shim hands it the container's stdout
 // and stderr as file descriptors 3 and 4 and a readiness pipe as 5. It
@@ -41,8 +50,8 @@ func IsLogDriver(args []string) bool { return slices.Contains(args, logDriverFla
 func RunLogDriver(args []string) error {
 	opts := parseOptions(args)
 	return relayOutput(opts, []outputStream{
-		{os.NewFile(3, "stdout"), streamStdout},
-		{os.NewFile(4, "stderr"), streamStderr},
+		{os.NewFile(3, "stdout"), StreamStdout},
+		{os.NewFile(4, "stderr"), StreamStderr},
 	}, func() {
 		ready := os.NewFile(5, "ready")
 		_, _ = ready.Write([]byte{1})
@@ -62,17 +71,17 @@ func parseOptions(args []string) map[string]string {
 // outputStream is one output stream of a container, as its IO process reads it.
 type outputStream struct {
 	r  io.Reader
-	id byte // streamStdout or streamStderr
+	id byte // StreamStdout or StreamStderr
 }
 
 // relayOutput is the body of a container's IO process (the shim-run log
 // driver or the fifo relay): it copies each stream to the CRI log at
-// opts["path"] (none if empty) and to the attach clients of the socket at
-// opts["socket"] (none if empty), records its PID in opts["pidfile"] for
-// ReopenLog's SIGUSR1, calls ready once it is set up, and returns when every
+// opts[OptLogPath] and to the attach clients of the socket at
+// opts[OptSocket], records its PID in opts[OptPidFile] for ReopenLog's
+// SIGUSR1, calls ready once it is set up, and returns when every
 // stream has ended.
 func relayOutput(opts map[string]string, streams []outputStream, ready func()) error {
-	path, pidfile, socket := opts["path"], opts["pidfile"], opts["socket"]
+	path, pidfile, socket := opts[OptLogPath], opts[OptPidFile], opts[OptSocket]
 	if path == "" && socket == "" {
 		return errors.New("container IO: neither a log path nor an attach socket")
 	}
@@ -134,7 +143,7 @@ func relayOutput(opts map[string]string, streams []outputStream, ready func()) e
 }
 
 func streamName(id byte) string {
-	if id == streamStderr {
+	if id == StreamStderr {
 		return "stderr"
 	}
 	return "stdout"

@@ -1,4 +1,4 @@
-package container
+package containerio
 
 import (
 	"encoding/binary"
@@ -29,15 +29,15 @@ import (
 // Stream IDs in attach frames: 0 for the greeting, then the output streams'
 // file descriptor numbers.
 const (
-	streamAttached byte = 0
-	streamStdout   byte = 1
-	streamStderr   byte = 2
+	StreamAttached byte = 0
+	StreamStdout   byte = 1
+	StreamStderr   byte = 2
 )
 
 const (
-	frameHeader = 5
+	FrameHeader = 5
 	// maxFrame bounds a frame's payload; longer writes are split.
-	maxFrame = 32 << 10
+	MaxFrame = 32 << 10
 	// subscriberBacklog is how much output may wait for one attach client
 	// before it is dropped.
 	subscriberBacklog = 1 << 20
@@ -58,13 +58,13 @@ func appendFrame(dst []byte, stream byte, p []byte) []byte {
 
 // readFrame reads one frame from r into buf (at least maxFrame long) and
 // returns its stream and payload, a slice of buf.
-func readFrame(r io.Reader, buf []byte) (byte, []byte, error) {
-	var h [frameHeader]byte
+func ReadFrame(r io.Reader, buf []byte) (byte, []byte, error) {
+	var h [FrameHeader]byte
 	if _, err := io.ReadFull(r, h[:]); err != nil {
 		return 0, nil, err
 	}
 	n := binary.BigEndian.Uint32(h[1:])
-	if n > maxFrame || int(n) > len(buf) {
+	if n > MaxFrame || int(n) > len(buf) {
 		return 0, nil, fmt.Errorf("%w: %d bytes", errFrameTooLong, n)
 	}
 	if _, err := io.ReadFull(r, buf[:n]); err != nil {
@@ -101,8 +101,8 @@ type hubWriter struct {
 
 func (w hubWriter) Write(p []byte) (int, error) {
 	for rest := p; len(rest) > 0; {
-		n := min(len(rest), maxFrame)
-		w.h.broadcast(appendFrame(make([]byte, 0, frameHeader+n), w.stream, rest[:n]))
+		n := min(len(rest), MaxFrame)
+		w.h.broadcast(appendFrame(make([]byte, 0, FrameHeader+n), w.stream, rest[:n]))
 		rest = rest[n:]
 	}
 	return len(p), nil
@@ -139,7 +139,7 @@ func (h *hub) add(conn net.Conn) {
 		conn.Close()
 		return
 	}
-	s.enqueue(appendFrame(nil, streamAttached, nil), h.backlog)
+	s.enqueue(appendFrame(nil, StreamAttached, nil), h.backlog)
 	for _, stream := range h.ended {
 		s.enqueue(appendFrame(nil, stream, nil), h.backlog)
 	}
@@ -318,7 +318,7 @@ func listenUnix(path string) (*net.UnixListener, error) {
 }
 
 // dialUnix connects to the unix socket at path.
-func dialUnix(path string, timeout time.Duration) (net.Conn, error) {
+func Dial(path string, timeout time.Duration) (net.Conn, error) {
 	var conn net.Conn
 	err := viaShortPath(path, func(p string) error {
 		var err error
