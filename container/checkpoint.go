@@ -79,15 +79,11 @@ func (m *Manager) Checkpoint(ctx context.Context, id, location string, status *r
 	if err := checkLocation(location); err != nil {
 		return err
 	}
-	c, err := m.Get(ctx, id)
+	c, unlock, err := m.locked(ctx, id)
 	if err != nil {
 		return err
 	}
-	unlock := m.index.Lock(c.ID)
 	defer unlock()
-	if c, err = m.index.Get(c.ID); err != nil {
-		return err
-	}
 	if c.State != StateRunning {
 		return fmt.Errorf("container %s is %s; only running containers can be checkpointed: %w", c.ID, c.State, errdefs.ErrFailedPrecondition)
 	}

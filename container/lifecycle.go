@@ -140,15 +140,11 @@ func (m *Manager) Create(ctx context.Context, sandboxID string, cfg *runtime.Con
 
 // Start starts a created container.
 func (m *Manager) Start(ctx context.Context, id string) error {
-	c, err := m.Get(ctx, id)
+	c, unlock, err := m.locked(ctx, id)
 	if err != nil {
 		return err
 	}
-	unlock := m.index.Lock(c.ID)
 	defer unlock()
-	if c, err = m.index.Get(c.ID); err != nil {
-		return err
-	}
 	if c.State != StateCreated {
 		return fmt.Errorf("container %s is %s, not created: %w", c.ID, c.State, errdefs.ErrFailedPrecondition)
 	}

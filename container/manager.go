@@ -103,6 +103,22 @@ func (m *Manager) Get(ctx context.Context, id string) (Container, error) {
 	return m.index.Get(id)
 }
 
+// locked returns the container with the given ID or unique ID prefix, read
+// again once its lifecycle lock is held, and the function that releases
+// the lock.
+func (m *Manager) locked(ctx context.Context, id string) (Container, func(), error) {
+	c, err := m.Get(ctx, id)
+	if err != nil {
+		return Container{}, nil, err
+	}
+	unlock := m.index.Lock(c.ID)
+	if c, err = m.index.Get(c.ID); err != nil {
+		unlock()
+		return Container{}, nil, err
+	}
+	return c, unlock, nil
+}
+
 // List returns all containers, oldest first.
 func (m *Manager) List(ctx context.Context) ([]Container, error) {
 	if err := m.ensureLoaded(ctx); err != nil {

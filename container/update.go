@@ -20,15 +20,11 @@ func (m *Manager) UpdateResources(ctx context.Context, id string, r *runtime.Lin
 	if r == nil {
 		return fmt.Errorf("no Linux resources to update: %w", errdefs.ErrInvalidArgument)
 	}
-	c, err := m.Get(ctx, id)
+	c, unlock, err := m.locked(ctx, id)
 	if err != nil {
 		return err
 	}
-	unlock := m.index.Lock(c.ID)
 	defer unlock()
-	if c, err = m.index.Get(c.ID); err != nil {
-		return err
-	}
 	if c.State == StateExited {
 		return fmt.Errorf("container %s has exited: %w", c.ID, errdefs.ErrFailedPrecondition)
 	}
