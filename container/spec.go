@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/containerd/cgroups/v3"
 	"github.com/containerd/containerd/v2/contrib/seccomp"
 	"github.com/containerd/containerd/v2/core/containers"
 	"github.com/containerd/containerd/v2/pkg/oci"
@@ -54,6 +55,9 @@ func (m *Manager) specOpts(_ context.Context, c *Container, sb *sandbox.Sandbox,
 		env = append(env, kv.GetKey()+"="+string(kv.GetValue()))
 	}
 	opts := []oci.SpecOpts{
+		// The image's /run, not a tmpfs over it, as docker and containerd's
+		// CRI give containers.
+		oci.WithoutRunMount,
 		sandbox.WithInheritedRlimits,
 		oci.WithProcessArgs(args...),
 		oci.WithProcessCwd(cwd),
@@ -74,6 +78,7 @@ func (m *Manager) specOpts(_ context.Context, c *Container, sb *sandbox.Sandbox,
 		return nil, err
 	}
 	opts = append(opts, nsOpts...)
+	opts = append(opts, cgroupNamespace(sc.GetPrivileged(), cgroups.Mode() == cgroups.Unified)...)
 	if userns, err := sandbox.UserNSOf(sb.Config); err != nil {
 		return nil, err
 	} else if !userns.Same(sc.GetNamespaceOptions().GetUsernsOptions()) {
@@ -182,6 +187,9 @@ func (m *Manager) mounts(cfg *runtime.ContainerConfig, sb *sandbox.Sandbox, read
 		rw = "ro"
 	}
 	var out []specs.Mount
+	if cg := cgroupMount(); !taken[cg.Destination] {
+		out = append(out, cg)
+	}
 	for dst, src := range map[string]string{
 		"/etc/hosts":       m.sandboxes.HostsPath(sb.ID),
 		"/etc/resolv.conf": m.sandboxes.ResolvConfPath(sb.ID),
@@ -292,6 +300,29 @@ func readOnlyOption(mnt *runtime.Mount, features runtimehandler.Features) (strin
 }
 
 // withMounts adds mounts, replacing default mounts at the same destinations.
+// cgroupMount shows a container its own cgroups at /sys/fs/cgroup,
+// read-only (privileged containers get it writable, by
+// oci.WithWriteableCgroupfs), as docker and containerd's CRI do: programs
+// size themselves from the limits they find there (the JVM's heap, the CPU
+// counts of Go and nginx).
+func cgroupMount() specs.Mount {
+	return specs.Mount{
+		Destination: "/sys/fs/cgroup", Type: "cgroup", Source: "cgroup",
+		Options: []string{"nosuid", "noexec", "nodev", "relatime", "ro"},
+	}
+}
+
+// cgroupNamespace gives an unprivileged container a cgroup namespace of its
+// own on a cgroup v2 host, so that its /sys/fs/cgroup is its own cgroup, as
+// containerd's CRI does. On cgroup v1, and for privileged containers, it
+// shares the host's.
+func cgroupNamespace(privileged, unified bool) []oci.SpecOpts {
+	if !unified || privileged {
+		return nil
+	}
+	return []oci.SpecOpts{oci.WithLinuxNamespace(specs.LinuxNamespace{Type: specs.CgroupNamespace})}
+}
+
 func withMounts(mounts []specs.Mount) oci.SpecOpts {
 	return func(_ context.Context, _ oci.Client, _ *containers.Container, s *oci.Spec) error {
 		dsts := map[string]bool{}

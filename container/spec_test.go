@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/containerd/containerd/v2/core/containers"
+	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/containerd/v2/pkg/oci"
 	"github.com/containerd/errdefs"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -121,5 +122,54 @@ func TestIDMappings(t *testing.T) {
 	}
 	if idMappings(nil) != nil {
 		t.Error("idMappings(nil) is not nil")
+	}
+}
+
+// TestCgroupAndRunMounts: a container sees its cgroups at /sys/fs/cgroup,
+// read-only unless privileged, and the image's /run rather than a tmpfs;
+// on a cgroup v2 host an unprivileged container gets a cgroup namespace.
+func TestCgroupAndRunMounts(t *testing.T) {
+	for _, tc := range []struct {
+		name                string
+		privileged, unified bool
+		wantMode            string
+		wantCgroupNS        bool
+	}{
+		{"v1", false, false, "ro", false},
+		{"v1 privileged", true, false, "rw", false},
+		{"v2", false, true, "ro", true},
+		{"v2 privileged", true, true, "rw", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			sc := &runtime.LinuxContainerSecurityContext{Privileged: tc.privileged}
+			sec, err := securityOpts(sc)
+			if err != nil {
+				t.Fatal(err)
+			}
+			opts := append([]oci.SpecOpts{oci.WithoutRunMount}, cgroupNamespace(tc.privileged, tc.unified)...)
+			opts = append(opts, withMounts([]specs.Mount{cgroupMount()}))
+			opts = append(opts, sec...)
+			var s oci.Spec
+			ctx := namespaces.WithNamespace(context.Background(), "test")
+			if err := oci.ApplyOpts(ctx, nil, &containers.Container{ID: "c"}, &s, append([]oci.SpecOpts{oci.WithDefaultSpec()}, opts...)...); err != nil {
+				t.Fatal(err)
+			}
+			var cg *specs.Mount
+			for i, m := range s.Mounts {
+				if m.Destination == "/run" {
+					t.Errorf("a %s mount hides the image's /run", m.Type)
+				}
+				if m.Destination == "/sys/fs/cgroup" {
+					cg = &s.Mounts[i]
+				}
+			}
+			if cg == nil || cg.Type != "cgroup" || !slices.Contains(cg.Options, tc.wantMode) {
+				t.Errorf("/sys/fs/cgroup mount = %+v, want a cgroup mount, %s", cg, tc.wantMode)
+			}
+			hasNS := slices.ContainsFunc(s.Linux.Namespaces, func(ns specs.LinuxNamespace) bool { return ns.Type == specs.CgroupNamespace })
+			if hasNS != tc.wantCgroupNS {
+				t.Errorf("cgroup namespace: %v, want %v", hasNS, tc.wantCgroupNS)
+			}
+		})
 	}
 }

@@ -1038,3 +1038,47 @@ func TestBuiltinPause(t *testing.T) {
 		t.Fatalf("RemovePodSandbox: %v", err)
 	}
 }
+
+// A container sees its own cgroup limits at /sys/fs/cgroup, read-only
+// (writable when privileged), as programs that size themselves from them
+// expect, and its image's /run rather than a tmpfs over it.
+func TestContainerSeesItsCgroups(t *testing.T) {
+	t.Parallel()
+	e := newPodEnv(t)
+	rt, ic := e.serve()
+	pull(t, ic, busyboxRef)
+	cfg := e.podConfig("cgroups")
+	sb := runPod(t, rt, cfg)
+
+	limited := busybox("limited", "sleep 1000")
+	limited.Linux.Resources = &runtime.LinuxContainerResources{MemoryLimitInBytes: 96 << 20, CpuQuota: 50000, CpuPeriod: 100000}
+	c := startContainer(t, rt, sb, cfg, limited)
+	unified := false
+	if _, err := os.Stat("/sys/fs/cgroup/cgroup.controllers"); err == nil {
+		unified = true
+	}
+	memFile, cpuFile, wantMem, wantCPU := "/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/cpu/cpu.cfs_quota_us", "100663296", "50000"
+	if unified {
+		memFile, cpuFile, wantCPU = "/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/cpu.max", "50000 100000"
+	}
+	for file, want := range map[string]string{memFile: wantMem, cpuFile: wantCPU} {
+		if out, code := execSync(t, rt, c, "cat", file); code != 0 || strings.TrimSpace(out) != want {
+			t.Errorf("%s in the container: %q (exit %d), want %q", file, out, code, want)
+		}
+	}
+	if out, code := sh(t, rt, c, "touch /sys/fs/cgroup/memory/x /sys/fs/cgroup/x 2>&1"); code == 0 {
+		t.Errorf("the container could write to /sys/fs/cgroup: %q", out)
+	}
+	if out, _ := sh(t, rt, c, "awk '$2 == \"/run\"' /proc/mounts"); out != "" {
+		t.Errorf("/run is a mount over the image's: %q", out)
+	}
+
+	pcfg := e.podConfig("cgroups-privileged")
+	pcfg.Linux.SecurityContext = &runtime.LinuxSandboxSecurityContext{Privileged: true}
+	priv := busybox("privileged", "sleep 1000")
+	priv.Linux.SecurityContext = &runtime.LinuxContainerSecurityContext{Privileged: true}
+	pc := startContainer(t, rt, runPod(t, rt, pcfg), pcfg, priv)
+	if out, code := sh(t, rt, pc, "awk '$2 ~ \"^/sys/fs/cgroup\" && $4 ~ \"^rw\"' /proc/mounts | head -1"); code != 0 || out == "" {
+		t.Errorf("a privileged container's /sys/fs/cgroup is not writable: %q", out)
+	}
+}

@@ -44,6 +44,7 @@ func main() {
 		}
 	}()
 	var base time.Duration
+	var phases strings.Builder
 	fmt.Printf("%-22s %10s %10s %10s %8s\n", "runtime (pod+ctr start)", "p50", "p90", "max", "ratio")
 	for i, arg := range flag.Args() {
 		name, endpoint, ok := strings.Cut(arg, "=")
@@ -56,18 +57,39 @@ func main() {
 			fmt.Fprintf(os.Stderr, "podbench: %s: %v\n", name, err)
 			os.Exit(1)
 		}
-		slices.Sort(samples)
-		p50, p90 := samples[len(samples)/2], samples[len(samples)*9/10]
+		total := make([]time.Duration, len(samples))
+		for j, s := range samples {
+			total[j] = s.run + s.create + s.start
+		}
+		slices.Sort(total)
+		p50, p90 := total[len(total)/2], total[len(total)*9/10]
 		if i == 0 {
 			base = p50
 		}
-		fmt.Printf("%-22s %10s %10s %10s %7.2fx\n", name, ms(p50), ms(p90), ms(samples[len(samples)-1]), float64(p50)/float64(base))
+		fmt.Printf("%-22s %10s %10s %10s %7.2fx\n", name, ms(p50), ms(p90), ms(total[len(total)-1]), float64(p50)/float64(base))
+		fmt.Fprintf(&phases, "%-22s %16s %16s %16s\n", name,
+			ms(median(samples, func(s sample) time.Duration { return s.run })),
+			ms(median(samples, func(s sample) time.Duration { return s.create })),
+			ms(median(samples, func(s sample) time.Duration { return s.start })))
 	}
+	fmt.Printf("\n%-22s %16s %16s %16s\n%s", "p50 of each call", "RunPodSandbox", "CreateContainer", "StartContainer", phases.String())
+}
+
+// sample is one pod start, call by call.
+type sample struct{ run, create, start time.Duration }
+
+func median(samples []sample, of func(sample) time.Duration) time.Duration {
+	d := make([]time.Duration, len(samples))
+	for i, s := range samples {
+		d[i] = of(s)
+	}
+	slices.Sort(d)
+	return d[len(d)/2]
 }
 
 func ms(d time.Duration) string { return fmt.Sprintf("%.1fms", float64(d.Microseconds())/1000) }
 
-func measure(endpoint, img string, n int) ([]time.Duration, error) {
+func measure(endpoint, img string, n int) ([]sample, error) {
 	conn, err := grpc.NewClient(endpoint, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		return nil, err
@@ -80,7 +102,7 @@ func measure(endpoint, img string, n int) ([]time.Duration, error) {
 		return nil, fmt.Errorf("pulling %s: %w", img, err)
 	}
 	// One pod first, untimed, so that the pause image pull is not measured.
-	var out []time.Duration
+	var out []sample
 	for i := -1; i < n; i++ {
 		pod := &runtime.PodSandboxConfig{
 			Metadata: &runtime.PodSandboxMetadata{Name: fmt.Sprintf("podbench-%d", i), Namespace: "podbench", Uid: fmt.Sprintf("podbench-%d-%d", time.Now().UnixNano(), i)},
@@ -92,16 +114,19 @@ func measure(endpoint, img string, n int) ([]time.Duration, error) {
 			Command:  []string{"sleep", "3600"},
 			Linux:    &runtime.LinuxContainerConfig{},
 		}
-		start := time.Now()
+		var took sample
+		t0 := time.Now()
 		p, err := rt.RunPodSandbox(ctx, &runtime.RunPodSandboxRequest{Config: pod})
 		if err != nil {
 			return nil, fmt.Errorf("RunPodSandbox: %w", err)
 		}
+		t1 := time.Now()
 		c, err := rt.CreateContainer(ctx, &runtime.CreateContainerRequest{PodSandboxId: p.PodSandboxId, Config: ctr, SandboxConfig: pod})
+		t2 := time.Now()
 		if err == nil {
 			_, err = rt.StartContainer(ctx, &runtime.StartContainerRequest{ContainerId: c.ContainerId})
 		}
-		took := time.Since(start)
+		took.run, took.create, took.start = t1.Sub(t0), t2.Sub(t1), time.Since(t2)
 		_, _ = rt.StopPodSandbox(ctx, &runtime.StopPodSandboxRequest{PodSandboxId: p.PodSandboxId})
 		_, _ = rt.RemovePodSandbox(ctx, &runtime.RemovePodSandboxRequest{PodSandboxId: p.PodSandboxId})
 		if err != nil {
