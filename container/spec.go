@@ -434,12 +434,10 @@ func securityOpts(sc *runtime.LinuxContainerSecurityContext) ([]oci.SpecOpts, er
 				opts = append(opts, oci.WithAddedCapabilities(add))
 			}
 		}
-		if p := sc.GetMaskedPaths(); len(p) > 0 {
-			opts = append(opts, oci.WithMaskedPaths(p))
-		}
-		if p := sc.GetReadonlyPaths(); len(p) > 0 {
-			opts = append(opts, oci.WithReadonlyPaths(p))
-		}
+		// Exactly the paths the kubelet gives: its defaults for the Default
+		// proc mount type, none for Unmasked (nested containers, user
+		// namespaces), as containerd's CRI and CRI-O take them.
+		opts = append(opts, oci.WithMaskedPaths(sc.GetMaskedPaths()), oci.WithReadonlyPaths(sc.GetReadonlyPaths()))
 	}
 	if sc.GetReadonlyRootfs() {
 		opts = append(opts, oci.WithRootFSReadonly())

@@ -173,3 +173,34 @@ func TestCgroupAndRunMounts(t *testing.T) {
 		})
 	}
 }
+
+// TestMaskedAndReadonlyPaths: the paths are exactly the kubelet's, so that
+// an Unmasked proc mount (empty lists) really is unmasked.
+func TestMaskedAndReadonlyPaths(t *testing.T) {
+	for _, tc := range []struct {
+		name             string
+		sc               *runtime.LinuxContainerSecurityContext
+		masked, readonly []string
+	}{
+		{"kubelet defaults", &runtime.LinuxContainerSecurityContext{
+			MaskedPaths: []string{"/proc/kcore", "/proc/keys"}, ReadonlyPaths: []string{"/proc/sys"},
+		}, []string{"/proc/kcore", "/proc/keys"}, []string{"/proc/sys"}},
+		{"unmasked proc mount", &runtime.LinuxContainerSecurityContext{}, nil, nil},
+		{"privileged", &runtime.LinuxContainerSecurityContext{Privileged: true, MaskedPaths: []string{"/proc/kcore"}}, nil, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			sec, err := securityOpts(tc.sc)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var s oci.Spec
+			ctx := namespaces.WithNamespace(context.Background(), "test")
+			if err := oci.ApplyOpts(ctx, nil, &containers.Container{ID: "c"}, &s, append([]oci.SpecOpts{oci.WithDefaultSpec()}, sec...)...); err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(s.Linux.MaskedPaths, tc.masked) || !slices.Equal(s.Linux.ReadonlyPaths, tc.readonly) {
+				t.Errorf("masked %q, read-only %q; want %q, %q", s.Linux.MaskedPaths, s.Linux.ReadonlyPaths, tc.masked, tc.readonly)
+			}
+		})
+	}
+}
