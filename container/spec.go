@@ -54,6 +54,10 @@ func (m *Manager) specOpts(_ context.Context, c *Container, sb *sandbox.Sandbox,
 	for _, kv := range cfg.GetEnvs() {
 		env = append(env, kv.GetKey()+"="+string(kv.GetValue()))
 	}
+	hostname, err := sb.Hostname()
+	if err != nil {
+		return nil, fmt.Errorf("hostname of pod sandbox %s: %w", sb.ID, err)
+	}
 	opts := []oci.SpecOpts{
 		// The image's /run, not a tmpfs over it, as docker and containerd's
 		// CRI give containers.
@@ -61,6 +65,9 @@ func (m *Manager) specOpts(_ context.Context, c *Container, sb *sandbox.Sandbox,
 		sandbox.WithInheritedRlimits,
 		oci.WithProcessArgs(args...),
 		oci.WithProcessCwd(cwd),
+		// HOSTNAME, as docker and containerd's CRI set it, before the
+		// image's and the container's own environment, which may override it.
+		oci.WithEnv([]string{"HOSTNAME=" + hostname}),
 		oci.WithEnv(img.Config.Env),
 		oci.WithEnv(env),
 		oci.WithAnnotations(map[string]string{

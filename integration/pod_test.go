@@ -1082,3 +1082,28 @@ func TestContainerSeesItsCgroups(t *testing.T) {
 		t.Errorf("a privileged container's /sys/fs/cgroup is not writable: %q", out)
 	}
 }
+
+// A container's environment: HOSTNAME is the pod's hostname, as docker and
+// containerd's CRI set it, under the image's environment and the
+// container's own, which may set it otherwise.
+func TestContainerEnvironment(t *testing.T) {
+	t.Parallel()
+	e := newPodEnv(t)
+	rt, ic := e.serve()
+	pull(t, ic, busyboxRef)
+	cfg := e.podConfig("env")
+	sb := runPod(t, rt, cfg)
+	plain := startContainer(t, rt, sb, cfg, busybox("plain", "sleep 1000"))
+	custom := busybox("custom", "sleep 1000")
+	custom.Envs = []*runtime.KeyValue{{Key: "HOSTNAME", Value: []byte("chosen")}, {Key: "GREETING", Value: []byte("hi")}}
+	own := startContainer(t, rt, sb, cfg, custom)
+	for id, want := range map[string]string{
+		plain: "HOSTNAME=env-host|PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin|",
+		own:   "HOSTNAME=chosen|PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin|GREETING=hi",
+	} {
+		out, code := sh(t, rt, id, `echo "HOSTNAME=$HOSTNAME|PATH=$PATH|${GREETING:+GREETING=$GREETING}"`)
+		if code != 0 || strings.TrimSpace(out) != want {
+			t.Errorf("environment of %s: %q (exit %d), want %q", id, strings.TrimSpace(out), code, want)
+		}
+	}
+}

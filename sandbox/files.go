@@ -48,7 +48,7 @@ func (m *Manager) setupFiles(sb *Sandbox) error {
 	if err != nil {
 		return err
 	}
-	hostname, err := sb.hostname()
+	hostname, err := sb.Hostname()
 	if err != nil {
 		return err
 	}
@@ -99,9 +99,9 @@ func (m *Manager) unmountState(sb *Sandbox) error {
 // userNSPin is where a sandbox's user namespace is pinned, if it has one.
 func (m *Manager) userNSPin(id string) string { return filepath.Join(m.stateDir(id), "userns") }
 
-// hostname is the pod's hostname: the configured one, or the node's for a
-// host-network pod that names none.
-func (s *Sandbox) hostname() (string, error) {
+// Hostname is the pod's hostname: the configured one, or the node's for a
+// pod that names none (a host-network pod).
+func (s *Sandbox) Hostname() (string, error) {
 	if h := s.Config.GetHostname(); h != "" {
 		return h, nil
 	}
