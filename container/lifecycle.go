@@ -119,7 +119,7 @@ func (m *Manager) Create(ctx context.Context, sandboxID string, cfg *runtime.Con
 	if err != nil {
 		return "", err
 	}
-	_, err = m.client.NewContainer(ctx, id,
+	ctrOpts := []client.NewContainerOpts{
 		client.WithContainerLabels(labels),
 		rh.ContainerOpt(),
 		client.WithSnapshotter(image.Snapshotter),
@@ -127,7 +127,12 @@ func (m *Manager) Create(ctx context.Context, sandboxID string, cfg *runtime.Con
 		client.WithImageName(img.References[0]),
 		client.WithNewSpec(specOpts...),
 		client.WithContainerExtension(recordExtension, &c.Record),
-	)
+	}
+	if sb.ShimGroup {
+		// Its task joins the pod's shim directly (see sandbox/shimgroup.go).
+		ctrOpts = append(ctrOpts, client.WithSandbox(sb.ID))
+	}
+	_, err = m.client.NewContainer(ctx, id, ctrOpts...)
 	if err != nil {
 		// The snapshot may exist without the container.
 		_ = m.client.SnapshotService(image.Snapshotter).Remove(context.WithoutCancel(ctx), id)

@@ -26,6 +26,7 @@ import (
 
 	"github.com/containerd/containerd/v2/core/snapshots"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
+	"github.com/containerd/errdefs"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -203,6 +204,26 @@ func (e *podEnv) uncommittedSnapshots() []string {
 	return keys
 }
 
+// sandboxStoreRecords lists the records of containerd's sandbox store in
+// the env's namespace (containerd 1.6 has no such store: none).
+func (e *podEnv) sandboxStoreRecords() []string {
+	e.t.Helper()
+	ctx, cancel := e.ctrdCtx()
+	defer cancel()
+	records, err := containerdClient(e.t).SandboxStore().List(ctx)
+	if errdefs.IsNotImplemented(err) {
+		return nil
+	}
+	if err != nil {
+		e.t.Fatalf("listing the sandbox store in %s: %v", e.ns, err)
+	}
+	var out []string
+	for _, r := range records {
+		out = append(out, r.ID)
+	}
+	return out
+}
+
 // taskStatus is the status of a containerd task in the env's namespace, or
 // "" when it has none.
 func (e *podEnv) taskStatus(id string) string {
@@ -352,6 +373,7 @@ func (e *podEnv) leftovers(sandboxID string, containerIDs ...string) error {
 	add("network namespace files", e.netnsFiles())
 	add("mounts under the state directory", e.mountsUnderState())
 	add("sandbox directories", e.sandboxDirs())
+	add("sandbox store records", e.sandboxStoreRecords())
 	if sandboxID != "" {
 		add("IP allocations of sandbox "+sandboxID, ipAllocations(e.t, sandboxID))
 		rules, _ := hostPortRules(e.t, sandboxID)
@@ -1106,4 +1128,69 @@ func TestContainerEnvironment(t *testing.T) {
 			t.Errorf("environment of %s: %q (exit %d), want %q", id, strings.TrimSpace(out), code, want)
 		}
 	}
+}
+
+// On containerd 2.x a pod is in containerd's sandbox store while it lives,
+// and its containers name it, so that their tasks join the pod's shim
+// without a run of the shim binary each; across a peapod restart too. On
+// 1.6, which has no sandbox store, pods work without. Nothing is left once
+// the pod is removed.
+func TestPodShimGroup(t *testing.T) {
+	t.Parallel()
+	e := newPodEnv(t)
+	rt, ic := e.serve()
+	pull(t, ic, busyboxRef)
+	cfg := e.podConfig("shimgroup")
+	sb := runPod(t, rt, cfg)
+	a := startContainer(t, rt, sb, cfg, busybox("a", "sleep 1000"))
+
+	ctx, cancel := e.ctrdCtx()
+	defer cancel()
+	cc := containerdClient(t)
+	v, err := cc.Version(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	grouped := !strings.HasPrefix(v.Version, "1.")
+	sandboxOf := func(id string) string {
+		t.Helper()
+		ctr, err := cc.LoadContainer(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		info, err := ctr.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return info.SandboxID
+	}
+	want, wantRecords := "", []string(nil)
+	if grouped {
+		want, wantRecords = sb, []string{sb}
+	}
+	if got := e.sandboxStoreRecords(); !slices.Equal(got, wantRecords) {
+		t.Errorf("containerd %s: sandbox store holds %q, want %q", v.Version, got, wantRecords)
+	}
+	if got := sandboxOf(a); got != want {
+		t.Errorf("containerd %s: container's sandbox is %q, want %q", v.Version, got, want)
+	}
+
+	e.d.signal(syscall.SIGKILL)
+	e.d.wait(podTimeout)
+	rt, _ = e.serve()
+	b := startContainer(t, rt, sb, cfg, busybox("b", "sleep 1000"))
+	if got := sandboxOf(b); got != want {
+		t.Errorf("after a restart, the container's sandbox is %q, want %q", got, want)
+	}
+	if out, code := execSync(t, rt, b, "echo", "ok"); code != 0 || out != "ok\n" {
+		t.Errorf("exec in the container started after the restart: %q, %d", out, code)
+	}
+
+	if _, err := rt.StopPodSandbox(podCtx(t), &runtime.StopPodSandboxRequest{PodSandboxId: sb}); err != nil {
+		t.Fatalf("StopPodSandbox: %v", err)
+	}
+	if _, err := rt.RemovePodSandbox(podCtx(t), &runtime.RemovePodSandboxRequest{PodSandboxId: sb}); err != nil {
+		t.Fatalf("RemovePodSandbox: %v", err)
+	}
+	eventually(t, 10*time.Second, "nothing of the pod is left", func() error { return e.leftovers(sb, a, b) })
 }

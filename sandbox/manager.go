@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	tasks "github.com/containerd/containerd/api/services/tasks/v1"
@@ -74,6 +75,8 @@ type Manager struct {
 
 	loadMu sync.Mutex
 	loaded bool
+	// noSandboxStore: containerd has no sandbox store (1.6).
+	noSandboxStore atomic.Bool
 }
 
 // New returns a Manager. Its store is rebuilt from containerd on first use.
@@ -183,6 +186,7 @@ func (m *Manager) recover(ctx context.Context) error {
 		m.index.Add(sb)
 	}
 	m.sweepUnrecorded(known)
+	m.sweepShimGroups(ctx, known)
 	entries, err := os.ReadDir(m.netnsDir())
 	if err != nil && !os.IsNotExist(err) {
 		return err

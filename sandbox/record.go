@@ -34,6 +34,9 @@ type Record struct {
 	NetNS string `json:"netns,omitempty"`
 	// UserNS is the path of the pod's pinned user namespace ("" for the host's).
 	UserNS string `json:"userns,omitempty"`
+	// ShimGroup: the sandbox is in containerd's sandbox store, and its
+	// containers name it, so that their tasks join its shim (shimgroup.go).
+	ShimGroup bool `json:"shimGroup,omitempty"`
 
 	// Mutable status.
 	State   State    `json:"state"`

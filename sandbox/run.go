@@ -120,6 +120,7 @@ func (m *Manager) Run(ctx context.Context, cfg *runtime.PodSandboxConfig, handle
 		return "", fmt.Errorf("creating pause container of sandbox %s: %w", id, err)
 	}
 	failpoint.Hit("sandbox-run:after-container")
+	m.registerShimGroup(ctx, sb, rh.Type)
 	if !sb.HostNetwork() {
 		res, err := m.network.Setup(ctx, m.podNetwork(sb))
 		if err != nil {

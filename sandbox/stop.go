@@ -104,6 +104,9 @@ func (m *Manager) cleanup(ctx context.Context, sb *Sandbox) error {
 	if err != nil && !errdefs.IsNotFound(err) {
 		return fmt.Errorf("deleting pause container of sandbox %s: %w", sb.ID, err)
 	}
+	if err := m.unregisterShimGroup(ctx, sb.ID); err != nil {
+		return err
+	}
 	return m.removeFiles(sb)
 }
 
