@@ -75,33 +75,42 @@ func checkpoint(rt runtime.RuntimeServiceClient, t *testing.T, id, location stri
 	return err
 }
 
-// untar extracts a checkpoint archive (files and directories only) into
-// dir and returns its entries.
-func untar(t *testing.T, archive, dir string) map[string]bool {
+// eachTarEntry calls fn with every entry of the tar file at path.
+func eachTarEntry(t *testing.T, path string, fn func(*tar.Header, io.Reader)) {
 	t.Helper()
-	f, err := os.Open(archive)
+	f, err := os.Open(path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	names := map[string]bool{}
 	tr := tar.NewReader(f)
 	for {
 		hdr, err := tr.Next()
 		if errors.Is(err, io.EOF) {
-			return names
+			return
 		}
 		if err != nil {
-			t.Fatalf("reading %s: %v", archive, err)
+			t.Fatalf("reading %s: %v", path, err)
 		}
+		fn(hdr, tr)
+	}
+}
+
+// untar extracts a checkpoint archive (files and directories only) into
+// dir and returns its entries.
+func untar(t *testing.T, archive, dir string) map[string]bool {
+	t.Helper()
+	names := map[string]bool{}
+	eachTarEntry(t, archive, func(hdr *tar.Header, r io.Reader) {
 		names[hdr.Name] = true
 		path := filepath.Join(dir, hdr.Name)
+		var err error
 		switch hdr.Typeflag {
 		case tar.TypeDir:
 			err = os.MkdirAll(path, 0o700)
 		case tar.TypeReg:
 			var data []byte
-			if data, err = io.ReadAll(tr); err == nil {
+			if data, err = io.ReadAll(r); err == nil {
 				err = os.WriteFile(path, data, 0o600)
 			}
 		default:
@@ -110,30 +119,19 @@ func untar(t *testing.T, archive, dir string) map[string]bool {
 		if err != nil {
 			t.Fatal(err)
 		}
-	}
+	})
+	return names
 }
 
 // tarEntries reads a tar file's entries and the content of its regular files.
 func tarEntries(t *testing.T, path string) map[string]string {
 	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
 	out := map[string]string{}
-	tr := tar.NewReader(f)
-	for {
-		hdr, err := tr.Next()
-		if errors.Is(err, io.EOF) {
-			return out
-		}
-		if err != nil {
-			t.Fatalf("reading %s: %v", path, err)
-		}
-		data, _ := io.ReadAll(tr)
+	eachTarEntry(t, path, func(hdr *tar.Header, r io.Reader) {
+		data, _ := io.ReadAll(r)
 		out[strings.TrimPrefix(hdr.Name, "/")] = string(data)
-	}
+	})
+	return out
 }
 
 // counter reads a running counter container's /count.
