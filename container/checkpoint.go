@@ -60,13 +60,13 @@ var minCRIUVersion = [3]int{3, 16, 0}
 
 // checkpointDir is where a checkpoint of container id is assembled.
 func (m *Manager) checkpointDir(id string) string {
-	return filepath.Join(m.config.StateDir, "containers", id, "checkpoint")
+	return filepath.Join(m.stateDir(id), "checkpoint")
 }
 
 // partialArchiveNote names the file that records the temporary archive of a
 // checkpoint under way, so a restarted peapod can remove it.
 func (m *Manager) partialArchiveNote(id string) string {
-	return filepath.Join(m.config.StateDir, "containers", id, "checkpoint.partial")
+	return filepath.Join(m.stateDir(id), "checkpoint.partial")
 }
 
 // Checkpoint writes a checkpoint archive of running container id to
