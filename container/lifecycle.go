@@ -206,8 +206,9 @@ func (m *Manager) watchExit(ctx context.Context, id string, exited <-chan client
 	if !ok || st.Error() != nil {
 		return // the wait broke (containerd restarted): events and Resync take over
 	}
-	m.recordExit(ctx, id, int32(st.ExitCode()), st.ExitTime())
-	m.releaseTaskLater(ctx, id)
+	if m.recordExit(ctx, id, int32(st.ExitCode()), st.ExitTime()) {
+		m.releaseTaskLater(ctx, id)
+	}
 }
 
 // Stop stops a running container: its stop signal, then SIGKILL after

@@ -193,8 +193,11 @@ func (m *Manager) ensureLoaded(ctx context.Context) error {
 
 // TaskExited records a container's exit reported by the event monitor.
 func (m *Manager) TaskExited(ctx context.Context, e monitor.Exit) {
-	m.recordExit(ctx, e.ContainerID, int32(e.ExitStatus), e.ExitedAt)
-	m.releaseTaskLater(ctx, e.ContainerID)
+	// The exit watch often sees the same exit: whichever records it
+	// releases the task.
+	if m.recordExit(ctx, e.ContainerID, int32(e.ExitStatus), e.ExitedAt) {
+		m.releaseTaskLater(ctx, e.ContainerID)
+	}
 }
 
 // Resync catches exits the event stream did not deliver: a container
@@ -226,8 +229,9 @@ func (m *Manager) resync(ctx context.Context) {
 		case !hasTask:
 			m.recordExit(ctx, c.ID, 255, time.Now())
 		case p.GetStatus() == tasktypes.Status_STOPPED:
-			m.recordExit(ctx, c.ID, int32(p.GetExitStatus()), p.GetExitedAt().AsTime())
-			m.releaseTaskLater(ctx, c.ID)
+			if m.recordExit(ctx, c.ID, int32(p.GetExitStatus()), p.GetExitedAt().AsTime()) {
+				m.releaseTaskLater(ctx, c.ID)
+			}
 		case p.GetStatus() == tasktypes.Status_PAUSED:
 			m.resumeAbandoned(ctx, c.ID)
 			m.rewatch(ctx, c.ID)
@@ -291,8 +295,9 @@ func (m *Manager) rewatch(ctx context.Context, id string) {
 	}()
 }
 
-// recordExit marks a running container exited, once.
-func (m *Manager) recordExit(ctx context.Context, id string, code int32, at time.Time) {
+// recordExit marks a running container exited, once, and reports whether
+// this call did.
+func (m *Manager) recordExit(ctx context.Context, id string, code int32, at time.Time) bool {
 	changed := false
 	c, ok := m.index.Update(id, func(r *Container) {
 		if r.State != StateRunning {
@@ -308,13 +313,14 @@ func (m *Manager) recordExit(ctx context.Context, id string, code int32, at time
 		}
 	})
 	if !ok || !changed {
-		return
+		return false
 	}
 	klog.V(2).InfoS("Container exited", "id", id, "exitCode", code, "reason", c.Reason)
 	m.publish(&c, eventbus.Stopped)
 	if err := m.persist(ctx, c.Record); err != nil && !errdefs.IsNotFound(err) {
 		klog.ErrorS(err, "Persisting container exit", "id", id)
 	}
+	return true
 }
 
 // OOMKilled marks a container whose cgroup hit its memory limit, so its exit
