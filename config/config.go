@@ -52,6 +52,7 @@ type Config struct {
 	IOBinary            string   `toml:"io-binary" json:"io-binary" doc:"The small program peapod runs beside every container (its IO process: CRI log and attach) and in pods of its built-in pause image; empty: peapod-io next to peapod's own binary, else on the PATH."`
 	Verbosity           int      `toml:"v" json:"v" doc:"Log verbosity (klog -v); 4 logs every CRI call."`
 	DefaultRuntime      string   `toml:"default-runtime" json:"default-runtime" doc:"Runtime handler of pods that name none; a key of [runtimes]."`
+	RestrictOOMScoreAdj bool     `toml:"restrict-oom-score-adj" json:"restrict-oom-score-adj" doc:"Never give a container an oom_score_adj below peapod's own, even where peapod may lower it (for a peapod that runs in a container). Without CAP_SYS_RESOURCE peapod always keeps to its own."`
 	// Runtimes is a table, so it has no flag and comes last (TOML tables
 	// follow the plain keys).
 	Runtimes map[string]Runtime `toml:"runtimes" json:"runtimes" flag:"-" doc:"Runtime handlers, by the name a RuntimeClass gives as its handler. When no [runtimes.crun] is configured and crun is installed, peapod adds a crun handler."`
@@ -325,6 +326,12 @@ func (f *field) Set(s string) error {
 	switch f.v.Kind() {
 	case reflect.String:
 		f.v.SetString(s)
+	case reflect.Bool:
+		b, err := strconv.ParseBool(s)
+		if err != nil {
+			return fmt.Errorf("not true or false: %q", s)
+		}
+		f.v.SetBool(b)
 	case reflect.Int:
 		n, err := strconv.Atoi(s)
 		if err != nil {

@@ -90,6 +90,8 @@ func TestLoadPrecedence(t *testing.T) {
 			func(c *Config) { c.MetricsAddress = "127.0.0.1:9100" }, func(c *Config) { c.MetricsAddress = "[::1]:9200" }, nil},
 		{"io-binary", `"/f/peapod-io"`, "/x/peapod-io",
 			func(c *Config) { c.IOBinary = "/f/peapod-io" }, func(c *Config) { c.IOBinary = "/x/peapod-io" }, nil},
+		{"restrict-oom-score-adj", `true`, "false",
+			func(c *Config) { c.RestrictOOMScoreAdj = true }, func(c *Config) { c.RestrictOOMScoreAdj = false }, nil},
 		{"v", `3`, "5",
 			func(c *Config) { c.Verbosity = 3 }, func(c *Config) { c.Verbosity = 5 }, nil},
 	}

@@ -28,6 +28,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/peapod-cri/peapod/eventbus"
+	"github.com/peapod-cri/peapod/hostcaps"
 	"github.com/peapod-cri/peapod/image"
 	"github.com/peapod-cri/peapod/monitor"
 	"github.com/peapod-cri/peapod/record"
@@ -70,6 +71,9 @@ type Config struct {
 	// Namespace is peapod's containerd namespace, the parent of the cgroups
 	// of containers whose pod names none.
 	Namespace string
+	// Host is what the node can give containers (cgroup controllers, OOM
+	// scores); what it cannot is left out of their specs.
+	Host hostcaps.Caps
 }
 
 // Manager runs containers in sandboxes.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -109,7 +110,8 @@ func (m *Manager) specOpts(_ context.Context, c *Container, sb *sandbox.Sandbox,
 		return nil, err
 	}
 	opts = append(opts, secOpts...)
-	opts = append(opts, resourceOpts(cfg.GetLinux().GetResources())...)
+	res := cfg.GetLinux().GetResources()
+	opts = append(opts, resourceOpts(c.ID, res, m.config.Host, path.Dir(c.CgroupsPath)), oomScoreAdjOpt(res, m.config.Host))
 	// Last: what the container will run as, once every option had its say.
 	opts = append(opts, recordUser(c), rh.SpecOpt())
 	return opts, nil
@@ -518,48 +520,4 @@ func capNames(caps []string) []string {
 		out = append(out, c)
 	}
 	return out
-}
-
-// resourceOpts applies CPU, memory, hugepage and OOM-score settings.
-func resourceOpts(r *runtime.LinuxContainerResources) []oci.SpecOpts {
-	if r == nil {
-		return nil
-	}
-	var opts []oci.SpecOpts
-	if r.GetCpuShares() > 0 {
-		opts = append(opts, oci.WithCPUShares(uint64(r.GetCpuShares())))
-	}
-	if r.GetCpuQuota() != 0 || r.GetCpuPeriod() != 0 {
-		opts = append(opts, oci.WithCPUCFS(r.GetCpuQuota(), uint64(r.GetCpuPeriod())))
-	}
-	if r.GetCpusetCpus() != "" {
-		opts = append(opts, oci.WithCPUs(r.GetCpusetCpus()))
-	}
-	if r.GetCpusetMems() != "" {
-		opts = append(opts, oci.WithCPUsMems(r.GetCpusetMems()))
-	}
-	if r.GetMemoryLimitInBytes() > 0 {
-		opts = append(opts, oci.WithMemoryLimit(uint64(r.GetMemoryLimitInBytes())))
-	}
-	if r.GetMemorySwapLimitInBytes() > 0 {
-		opts = append(opts, oci.WithMemorySwap(r.GetMemorySwapLimitInBytes()))
-	}
-	if hp := r.GetHugepageLimits(); len(hp) > 0 {
-		opts = append(opts, func(_ context.Context, _ oci.Client, _ *containers.Container, s *oci.Spec) error {
-			if s.Linux.Resources == nil {
-				s.Linux.Resources = &specs.LinuxResources{}
-			}
-			for _, l := range hp {
-				s.Linux.Resources.HugepageLimits = append(s.Linux.Resources.HugepageLimits,
-					specs.LinuxHugepageLimit{Pagesize: l.GetPageSize(), Limit: l.GetLimit()})
-			}
-			return nil
-		})
-	}
-	adj := sandbox.ClampOOMScoreAdj(int(r.GetOomScoreAdj()))
-	opts = append(opts, func(_ context.Context, _ oci.Client, _ *containers.Container, s *oci.Spec) error {
-		s.Process.OOMScoreAdj = &adj
-		return nil
-	})
-	return opts
 }

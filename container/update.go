@@ -3,12 +3,12 @@ package container
 import (
 	"context"
 	"fmt"
+	"path"
 
 	"github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/core/containers"
 	"github.com/containerd/errdefs"
 	"github.com/containerd/typeurl/v2"
-	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"google.golang.org/protobuf/proto"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
@@ -36,17 +36,10 @@ func (m *Manager) UpdateResources(ctx context.Context, id string, r *runtime.Lin
 	if err != nil {
 		return fmt.Errorf("reading spec of container %s: %w", c.ID, err)
 	}
-	// A fresh set of limits: what the update leaves out is unlimited, as the
-	// kubelet's updates are complete descriptions.
-	var devices []specs.LinuxDeviceCgroup
-	if spec.Linux.Resources != nil {
-		devices = spec.Linux.Resources.Devices
-	}
-	spec.Linux.Resources = &specs.LinuxResources{Devices: devices}
-	for _, opt := range resourceOpts(r) {
-		if err := opt(ctx, nil, nil, spec); err != nil {
-			return fmt.Errorf("applying resources to container %s: %w", c.ID, err)
-		}
+	// The update applies to the current limits: what it leaves zero stays
+	// as it was, as containerd's CRI applies updates.
+	if err := resourceOpts(c.ID, r, m.config.Host, path.Dir(c.CgroupsPath))(ctx, nil, nil, spec); err != nil {
+		return fmt.Errorf("applying resources to container %s: %w", c.ID, err)
 	}
 	if c.State == StateRunning {
 		task, err := ctr.Task(ctx, nil)

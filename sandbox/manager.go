@@ -29,6 +29,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/peapod-cri/peapod/eventbus"
+	"github.com/peapod-cri/peapod/hostcaps"
 	"github.com/peapod-cri/peapod/image"
 	"github.com/peapod-cri/peapod/monitor"
 	"github.com/peapod-cri/peapod/network"
@@ -63,6 +64,8 @@ type Config struct {
 	// RootDir holds per-sandbox files that must outlive a reboot of peapod
 	// (resolv.conf, hostname, hosts); StateDir runtime state (netns pins, shm).
 	RootDir, StateDir string
+	// Host is what the node can give the pause container (its OOM score).
+	Host hostcaps.Caps
 }
 
 // Manager runs pod sandboxes.

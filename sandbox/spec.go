@@ -2,9 +2,7 @@ package sandbox
 
 import (
 	"context"
-	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 
 	"github.com/containerd/containerd/v2/client"
@@ -12,7 +10,6 @@ import (
 	"github.com/containerd/containerd/v2/pkg/oci"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
-	"k8s.io/klog/v2"
 
 	"github.com/peapod-cri/peapod/network"
 )
@@ -44,7 +41,7 @@ func (m *Manager) pauseSpec(sb *Sandbox, pause client.Image, userns *UserNS) []o
 		WithInheritedRlimits,
 		oci.WithRootFSReadonly(),
 		oci.WithNoNewPrivileges,
-		withOOMScoreAdj(ClampOOMScoreAdj(pauseOOMScoreAdj)),
+		withOOMScoreAdj(m.config.Host.OOMScoreAdj(pauseOOMScoreAdj)),
 		oci.WithAnnotations(map[string]string{
 			annotationContainerType: "sandbox",
 			annotationSandboxID:     sb.ID,
@@ -172,23 +169,4 @@ func withOOMScoreAdj(adj int) oci.SpecOpts {
 		s.Process.OOMScoreAdj = &adj
 		return nil
 	}
-}
-
-// ClampOOMScoreAdj raises adj to peapod's own oom_score_adj when the host
-// does not let processes lower it (no CAP_SYS_RESOURCE): runc would fail
-// with "can't get final child's PID from pipe" otherwise.
-func ClampOOMScoreAdj(adj int) int {
-	b, err := os.ReadFile("/proc/self/oom_score_adj")
-	if err != nil {
-		return adj
-	}
-	own, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil {
-		return adj
-	}
-	if adj < own {
-		klog.V(4).InfoS("Clamping oom_score_adj to peapod's own", "wanted", adj, "own", own)
-		return own
-	}
-	return adj
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/peapod-cri/peapod/config"
 	"github.com/peapod-cri/peapod/container"
 	"github.com/peapod-cri/peapod/eventbus"
+	"github.com/peapod-cri/peapod/hostcaps"
 	"github.com/peapod-cri/peapod/image"
 	"github.com/peapod-cri/peapod/metrics"
 	"github.com/peapod-cri/peapod/monitor"
@@ -69,11 +70,14 @@ func serve(cfg *config.Config) error {
 		return err
 	}
 	handlers := runtimehandler.Load(context.Background(), cfg, &runtimehandler.Prober{IDMapPath: cfg.Root})
+	host := hostcaps.Probe(cfg.RestrictOOMScoreAdj)
 	sandboxes := sandbox.New(ctrd, images, net, sandbox.Config{
 		PauseImage: cfg.PauseImage, PauseBinary: ioBinary, RootDir: cfg.Root, StateDir: cfg.State, Events: events, Handlers: handlers,
+		Host: host,
 	})
 	containers := container.New(ctrd, images, sandboxes, container.Config{
 		StateDir: cfg.State, IOBinary: ioBinary, Namespace: cfg.ContainerdNamespace, Events: events, Handlers: handlers,
+		Host: host,
 	})
 	stream, err := streaming.New(cfg.StreamingAddress, streaming.TLS{
 		CertFile: cfg.StreamingTLSCert, KeyFile: cfg.StreamingTLSKey, ClientCAFile: cfg.StreamingTLSCA,
