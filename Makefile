@@ -2,6 +2,7 @@
 #   make build        build bin/peapod and bin/peapod-io
 #   make run          start peapod (and what it needs) ready for crictl
 #   make test         unit + integration + conformance tests (what CI runs)
+#   make kubelet      the kubelet end-to-end suite, peapod beside containerd's CRI
 #   make bench        benchmarks, peapod beside containerd's built-in CRI
 #   make lint         gofmt + go vet
 #   make clean        remove build outputs
@@ -16,7 +17,7 @@ LDFLAGS   := -X $(PKG)/version.Version=$(VERSION) -X $(PKG)/version.Revision=$(R
 # Which lab containerd the integration tests talk to (2.4 or 1.6).
 INTEGRATION_CONTAINERD ?= 2.4
 
-.PHONY: all build run test test-unit test-integration conformance bench lint clean
+.PHONY: all build run test test-unit test-integration conformance kubelet bench lint clean
 
 all: build
 
@@ -27,7 +28,7 @@ build:
 run:
 	bash conformance/up.sh
 
-test: lint test-unit test-integration conformance
+test: lint test-unit test-integration conformance kubelet
 
 test-unit:
 	$(GO) test -count=1 ./...
@@ -42,6 +43,9 @@ test-integration: build
 conformance: build
 	bash conformance/run.sh
 
+kubelet: build
+	bash conformance/kubelet.sh
+
 bench: build
 	$(GO) test -run '^$$' -bench . -benchmem ./...
 	bash conformance/bench.sh
@@ -50,6 +54,7 @@ lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 	$(GO) vet -tags integration ./...
+	$(GO) vet -tags kubelet ./conformance/kubelet
 
 clean:
 	rm -rf bin
