@@ -430,19 +430,7 @@ func securityOpts(sc *runtime.LinuxContainerSecurityContext) ([]oci.SpecOpts, er
 		opts = append(opts, oci.WithPrivileged, oci.WithAllDevicesAllowed, oci.WithHostDevices,
 			oci.WithMaskedPaths(nil), oci.WithReadonlyPaths(nil), oci.WithWriteableSysfs, oci.WithWriteableCgroupfs)
 	} else {
-		if caps := sc.GetCapabilities(); caps != nil {
-			if containsAll(caps.GetDropCapabilities()) {
-				opts = append(opts, oci.WithCapabilities(nil))
-			} else if drop := capNames(caps.GetDropCapabilities()); len(drop) > 0 {
-				opts = append(opts, oci.WithDroppedCapabilities(drop))
-			}
-			if containsAll(caps.GetAddCapabilities()) {
-				// What this host has: runc rejects capabilities the kernel lacks.
-				opts = append(opts, oci.WithAllCurrentCapabilities)
-			} else if add := capNames(caps.GetAddCapabilities()); len(add) > 0 {
-				opts = append(opts, oci.WithAddedCapabilities(add))
-			}
-		}
+		opts = append(opts, capabilityOpts(sc.GetCapabilities())...)
 		// Exactly the paths the kubelet gives: its defaults for the Default
 		// proc mount type, none for Unmasked (nested containers, user
 		// namespaces), as containerd's CRI and CRI-O take them.
@@ -500,24 +488,46 @@ func seccompOpt(sc *runtime.LinuxContainerSecurityContext) (oci.SpecOpts, error)
 	}
 }
 
-func containsAll(caps []string) bool {
-	for _, c := range caps {
-		if strings.EqualFold(c, "ALL") {
-			return true
-		}
+// capabilityOpts applies a security context's capabilities in the order
+// containerd's CRI and CRI-O apply them, so that one request means one set
+// everywhere: ALL added, then ALL dropped, then each named add, then each
+// named drop. A named drop thus always wins over a named add.
+func capabilityOpts(caps *runtime.Capability) []oci.SpecOpts {
+	if caps == nil {
+		return nil
 	}
-	return false
+	var opts []oci.SpecOpts
+	add, addAll := capNames(caps.GetAddCapabilities())
+	drop, dropAll := capNames(caps.GetDropCapabilities())
+	if addAll {
+		// What this host has: runc rejects capabilities the kernel lacks.
+		opts = append(opts, oci.WithAllCurrentCapabilities)
+	}
+	if dropAll {
+		opts = append(opts, oci.WithCapabilities(nil))
+	}
+	if len(add) > 0 {
+		opts = append(opts, oci.WithAddedCapabilities(add))
+	}
+	if len(drop) > 0 {
+		opts = append(opts, oci.WithDroppedCapabilities(drop))
+	}
+	return opts
 }
 
-// capNames turns CRI capability names ("NET_ADMIN") into OCI ones ("CAP_NET_ADMIN").
-func capNames(caps []string) []string {
-	out := make([]string, 0, len(caps))
+// capNames turns CRI capability names ("NET_ADMIN") into OCI ones
+// ("CAP_NET_ADMIN"), leaving out "ALL", which it reports apart.
+func capNames(caps []string) (names []string, all bool) {
 	for _, c := range caps {
 		c = strings.ToUpper(c)
+		if c == "ALL" {
+			all = true
+			continue
+		}
 		if !strings.HasPrefix(c, "CAP_") {
 			c = "CAP_" + c
 		}
-		out = append(out, c)
+		names = append(names, c)
 	}
-	return out
+	return names, all
 }

@@ -2,9 +2,11 @@ package container
 
 import (
 	"context"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/containerd/containerd/v2/core/containers"
@@ -202,5 +204,78 @@ func TestMaskedAndReadonlyPaths(t *testing.T) {
 				t.Errorf("masked %q, read-only %q; want %q, %q", s.Linux.MaskedPaths, s.Linux.ReadonlyPaths, tc.masked, tc.readonly)
 			}
 		})
+	}
+}
+
+// TestCapabilityOpts checks every combination of ALL, a default capability
+// and a capability the default set lacks, in add and drop, against the rule
+// containerd's CRI and CRI-O follow: add ALL, drop ALL, add the named, drop
+// the named.
+func TestCapabilityOpts(t *testing.T) {
+	ctx := namespaces.WithNamespace(context.Background(), "test")
+	base := func(t *testing.T) *oci.Spec {
+		s, err := oci.GenerateSpec(ctx, nil, &containers.Container{ID: "c"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	allSpec := base(t)
+	if err := oci.WithAllCurrentCapabilities(ctx, nil, nil, allSpec); err != nil {
+		t.Fatal(err)
+	}
+	all := allSpec.Process.Capabilities.Bounding
+	defaults := base(t).Process.Capabilities.Bounding
+	const inDefault, notDefault = "NET_RAW", "SYS_ADMIN"
+	if !slices.Contains(defaults, "CAP_"+inDefault) || slices.Contains(defaults, "CAP_"+notDefault) {
+		t.Fatalf("default capabilities %v: the test needs %s in them and %s not", defaults, inDefault, notDefault)
+	}
+	lists := [][]string{nil, {"ALL"}, {inDefault}, {notDefault}, {"all", inDefault}, {inDefault, notDefault}, {"CAP_" + notDefault}}
+	for _, add := range lists {
+		for _, drop := range lists {
+			// containerd's rule, written out.
+			want := map[string]bool{}
+			for _, c := range defaults {
+				want[c] = true
+			}
+			has := func(l []string, c string) bool {
+				return slices.ContainsFunc(l, func(x string) bool { return strings.EqualFold(x, c) || strings.EqualFold(x, "CAP_"+c) })
+			}
+			if has(add, "ALL") {
+				for _, c := range all {
+					want[c] = true
+				}
+			}
+			if has(drop, "ALL") {
+				want = map[string]bool{}
+			}
+			for _, c := range []string{inDefault, notDefault} {
+				if has(add, c) {
+					want["CAP_"+c] = true
+				}
+			}
+			for _, c := range []string{inDefault, notDefault} {
+				if has(drop, c) {
+					delete(want, "CAP_"+c)
+				}
+			}
+
+			s := base(t)
+			for _, opt := range capabilityOpts(&runtime.Capability{AddCapabilities: add, DropCapabilities: drop}) {
+				if err := opt(ctx, nil, nil, s); err != nil {
+					t.Fatal(err)
+				}
+			}
+			c := s.Process.Capabilities
+			for name, set := range map[string][]string{"bounding": c.Bounding, "effective": c.Effective, "permitted": c.Permitted} {
+				got := map[string]bool{}
+				for _, x := range set {
+					got[x] = true
+				}
+				if !maps.Equal(got, want) {
+					t.Errorf("add %v drop %v: %s set %v, want %v", add, drop, name, slices.Sorted(maps.Keys(got)), slices.Sorted(maps.Keys(want)))
+				}
+			}
+		}
 	}
 }
