@@ -26,6 +26,23 @@ import (
 // killTimeout bounds the wait for a SIGKILLed container to exit.
 const killTimeout = 30 * time.Second
 
+// logPath is a container's CRI log file: its log_path inside the pod's log
+// directory, never outside it (the file is created as root). Empty when
+// either is unset: the container then has no log.
+func logPath(dir, rel string) (string, error) {
+	if dir == "" || rel == "" {
+		return "", nil
+	}
+	if !filepath.IsAbs(dir) {
+		return "", fmt.Errorf("pod log directory %q is not absolute: %w", dir, errdefs.ErrInvalidArgument)
+	}
+	p := filepath.Join(dir, rel)
+	if r, err := filepath.Rel(filepath.Clean(dir), p); err != nil || r == "." || r == ".." || strings.HasPrefix(r, "../") {
+		return "", fmt.Errorf("log path %q is not a file inside the pod's log directory %s: %w", rel, dir, errdefs.ErrInvalidArgument)
+	}
+	return p, nil
+}
+
 // Create creates a container in a sandbox, ready to start.
 func (m *Manager) Create(ctx context.Context, sandboxID string, cfg *runtime.ContainerConfig) (_ string, retErr error) {
 	md := cfg.GetMetadata()
@@ -44,6 +61,15 @@ func (m *Manager) Create(ctx context.Context, sandboxID string, cfg *runtime.Con
 	}
 	if sb.State != sandbox.StateReady {
 		return "", fmt.Errorf("pod sandbox %s is not ready: %w", sb.ID, errdefs.ErrFailedPrecondition)
+	}
+	// A privileged container needs a privileged pod, as containerd's CRI and
+	// CRI-O require: the kubelet's pod security admission decides on the pod.
+	if cfg.GetLinux().GetSecurityContext().GetPrivileged() && !sb.Config.GetLinux().GetSecurityContext().GetPrivileged() {
+		return "", fmt.Errorf("container %q is privileged, its pod sandbox %s is not: %w", md.GetName(), sb.ID, errdefs.ErrInvalidArgument)
+	}
+	logPath, err := logPath(sb.Config.GetLogDirectory(), cfg.GetLogPath())
+	if err != nil {
+		return "", err
 	}
 	rh, err := m.config.Handlers.Get(sb.RuntimeHandler)
 	if err != nil {
@@ -80,9 +106,7 @@ func (m *Manager) Create(ctx context.Context, sandboxID string, cfg *runtime.Con
 		ID: id, SandboxID: sb.ID, Config: raw, ImageID: img.ID, ImageRef: cfg.GetImage().GetImage(),
 		State: StateCreated, CreatedAt: time.Now(),
 	}}
-	if dir, p := sb.Config.GetLogDirectory(), cfg.GetLogPath(); dir != "" && p != "" {
-		c.LogPath = filepath.Join(dir, p)
-	}
+	c.LogPath = logPath
 	// The cgroup under the pod's parent (as the kubelet's cgroupfs driver
 	// lays them out), else under peapod's namespace.
 	if parent := sb.Config.GetLinux().GetCgroupParent(); parent != "" {

@@ -375,6 +375,7 @@ func (e *podEnv) leftovers(sandboxID string, containerIDs ...string) error {
 	add("sandbox directories", e.sandboxDirs())
 	add("sandbox store records", e.sandboxStoreRecords())
 	if sandboxID != "" {
+		add("CNI results cached for sandbox "+sandboxID, e.cniCacheFiles(sandboxID))
 		add("IP allocations of sandbox "+sandboxID, ipAllocations(e.t, sandboxID))
 		rules, _ := hostPortRules(e.t, sandboxID)
 		add("hostPort rules", rules)
@@ -388,6 +389,13 @@ func (e *podEnv) leftovers(sandboxID string, containerIDs ...string) error {
 		add("processes", processesOf(ids...))
 	}
 	return errors.Join(errs...)
+}
+
+// cniCacheFiles lists the results libcni cached for a sandbox's ADDs (the
+// pod network's and the loopback's), which its DELs remove.
+func (e *podEnv) cniCacheFiles(sandboxID string) []string {
+	matches, _ := filepath.Glob(filepath.Join(e.state(), "cni", "results", "*"+sandboxID+"*"))
+	return matches
 }
 
 // eventually polls check until it succeeds, failing the test with check's
@@ -896,6 +904,14 @@ func TestPodBadInputAndNameClash(t *testing.T) {
 	wantCode(t, "CreateContainer with no metadata", err, codes.InvalidArgument)
 	_, err = rt.CreateContainer(ctx, &runtime.CreateContainerRequest{PodSandboxId: sbID, Config: &runtime.ContainerConfig{Metadata: &runtime.ContainerMetadata{Name: "noimage"}}, SandboxConfig: cfg})
 	wantCode(t, "CreateContainer with no image", err, codes.InvalidArgument)
+	privileged := busybox("privileged", "true")
+	privileged.Linux = &runtime.LinuxContainerConfig{SecurityContext: &runtime.LinuxContainerSecurityContext{Privileged: true}}
+	_, err = rt.CreateContainer(ctx, &runtime.CreateContainerRequest{PodSandboxId: sbID, Config: privileged, SandboxConfig: cfg})
+	wantCode(t, "CreateContainer of a privileged container in an unprivileged pod", err, codes.InvalidArgument)
+	escape := busybox("escape", "true")
+	escape.LogPath = "../../escaped.log"
+	_, err = rt.CreateContainer(ctx, &runtime.CreateContainerRequest{PodSandboxId: sbID, Config: escape, SandboxConfig: cfg})
+	wantCode(t, "CreateContainer with a log path outside the pod's log directory", err, codes.InvalidArgument)
 	ctrCfg := busybox("sleeper", "exec sleep 3600")
 	id := startContainer(t, rt, sbID, cfg, ctrCfg)
 	_, err = rt.CreateContainer(ctx, &runtime.CreateContainerRequest{PodSandboxId: sbID, Config: ctrCfg, SandboxConfig: cfg})

@@ -107,12 +107,10 @@ func (m *Manager) Setup(ctx context.Context, pod Pod) (*Result, error) {
 		return nil, fmt.Errorf("pod network is not ready: %w", err)
 	}
 	cni := m.cni()
-	lo, err := libcni.NetworkConfFromBytes(loopbackConf)
+	lo, loRT, err := loopback(&pod)
 	if err != nil {
 		return nil, err
 	}
-	loRT := pod.runtimeConf()
-	loRT.IfName, loRT.CapabilityArgs = "lo", nil
 	if _, err := cni.AddNetworkList(ctx, lo, loRT); err != nil {
 		return nil, fmt.Errorf("setting up loopback of pod %s: %w", pod.ID, err)
 	}
@@ -162,13 +160,36 @@ func (m *Manager) Teardown(ctx context.Context, pod Pod, network string) error {
 	}
 	cni := m.cni()
 	list, err := m.teardownConfig(cni, network, rt)
-	if err != nil || list == nil {
+	if err != nil {
 		return err
 	}
-	if err := cni.DelNetworkList(ctx, list, rt); err != nil {
-		return fmt.Errorf("CNI network %q: DEL for pod %s: %w", list.Name, pod.ID, err)
+	if list != nil {
+		if err := cni.DelNetworkList(ctx, list, rt); err != nil {
+			return fmt.Errorf("CNI network %q: DEL for pod %s: %w", list.Name, pod.ID, err)
+		}
+	}
+	// The loopback's DEL does nothing in the namespace, but lets libcni drop
+	// the result it cached at ADD: one file per pod ever made otherwise.
+	lo, loRT, err := loopback(&pod)
+	if err != nil {
+		return err
+	}
+	loRT.NetNS = rt.NetNS
+	if err := cni.DelNetworkList(ctx, lo, loRT); err != nil {
+		return fmt.Errorf("CNI loopback: DEL for pod %s: %w", pod.ID, err)
 	}
 	return nil
+}
+
+// loopback is the CNI config and runtime config that bring up a pod's "lo".
+func loopback(pod *Pod) (*libcni.NetworkConfigList, *libcni.RuntimeConf, error) {
+	lo, err := libcni.NetworkConfFromBytes(loopbackConf)
+	if err != nil {
+		return nil, nil, err
+	}
+	rt := pod.runtimeConf()
+	rt.IfName, rt.CapabilityArgs = "lo", nil
+	return lo, rt, nil
 }
 
 func (m *Manager) teardownConfig(cni *libcni.CNIConfig, network string, rt *libcni.RuntimeConf) (*libcni.NetworkConfigList, error) {

@@ -128,14 +128,19 @@ func loadFile(path string) (*libcni.NetworkConfigList, error) {
 	return libcni.ConfListFromConf(conf) //nolint:staticcheck // see above
 }
 
-// checkPlugins makes sure every plugin of the list can be executed.
+// checkPlugins makes sure every plugin of the list can be executed, and
+// the loopback plugin that peapod itself runs for every pod.
 func (m *Manager) checkPlugins(list *libcni.NetworkConfigList) error {
 	if len(list.Plugins) == 0 {
 		return errors.New("no plugins")
 	}
+	types := []string{"loopback"}
 	for _, p := range list.Plugins {
-		if _, err := invoke.FindInPath(p.Network.Type, m.binDirs); err != nil {
-			return fmt.Errorf("plugin %q not found in %s", p.Network.Type, strings.Join(m.binDirs, ":"))
+		types = append(types, p.Network.Type)
+	}
+	for _, t := range types {
+		if _, err := invoke.FindInPath(t, m.binDirs); err != nil {
+			return fmt.Errorf("plugin %q not found in %s", t, strings.Join(m.binDirs, ":"))
 		}
 	}
 	return nil

@@ -38,7 +38,7 @@ const (
 )
 
 func TestStatus(t *testing.T) {
-	bin := fakePlugins(t, "bridge", "host-local", "portmap")
+	bin := fakePlugins(t, "bridge", "host-local", "portmap", "loopback")
 	otherBin := fakePlugins(t, "loopback")
 
 	cases := []struct {
@@ -67,6 +67,10 @@ func TestStatus(t *testing.T) {
 			wantMessage: []string{"10-net.conflist", `plugin "nosuchplugin" not found`, bin + ":" + otherBin}},
 		{name: "no plugin found in wrong bin dir", files: map[string]string{"10-net.conflist": bridgeList}, binDirs: []string{otherBin},
 			wantMessage: []string{`plugin "bridge" not found in ` + otherBin}},
+		// peapod runs the loopback plugin itself for every pod.
+		{name: "loopback plugin missing", files: map[string]string{"10-net.conflist": bridgeList},
+			binDirs:     []string{fakePlugins(t, "bridge", "host-local", "portmap")},
+			wantMessage: []string{"10-net.conflist", `plugin "loopback" not found`}},
 		{name: "valid conflist", files: map[string]string{"10-net.conflist": bridgeList}, binDirs: []string{bin},
 			ready: true, network: "podnet", file: "10-net.conflist"},
 		{name: "plugins spread over bin dirs", files: map[string]string{"10-net.conflist": bridgeList},
@@ -132,7 +136,7 @@ func TestStatusUnreadableDir(t *testing.T) {
 func TestStatusFollowsChanges(t *testing.T) {
 	root := t.TempDir()
 	dir := filepath.Join(root, "net.d")
-	bin := fakePlugins(t, "bridge", "host-local")
+	bin := fakePlugins(t, "bridge", "host-local", "loopback")
 	m := NewManager(dir, []string{bin}, "")
 
 	type step struct {
