@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"sync"
 	"syscall"
 	"time"
 
@@ -19,8 +20,10 @@ import (
 )
 
 const (
-	// maxExecOutput bounds what ExecSync keeps of each stream, as the kubelet does.
-	maxExecOutput = 16 << 20
+	// maxExecOutput bounds what ExecSync keeps of stdout and stderr
+	// together: the answer must fit the kubelet's 16 MiB gRPC message limit,
+	// with room for the rest of the message.
+	maxExecOutput = 16<<20 - 64<<10
 	// ioDrainTimeout bounds the wait for an exec's output after it exited
 	// (a background child may hold the pipes open).
 	ioDrainTimeout = 2 * time.Second
@@ -36,7 +39,8 @@ type ExecResult struct {
 // code. With a timeout, a command still running then is killed and the call
 // fails with DeadlineExceeded.
 func (m *Manager) ExecSync(ctx context.Context, id string, cmd []string, timeout time.Duration) (*ExecResult, error) {
-	stdout, stderr := &boundedBuffer{max: maxExecOutput}, &boundedBuffer{max: maxExecOutput}
+	budget := &outputBudget{left: maxExecOutput}
+	stdout, stderr := &boundedBuffer{budget: budget}, &boundedBuffer{budget: budget}
 	x, err := m.startExec(ctx, id, cmd, false, cio.WithStreams(nil, stdout, stderr))
 	if err != nil {
 		return nil, err
@@ -208,17 +212,43 @@ func drainIO(io cio.IO) {
 	io.Close()
 }
 
-// boundedBuffer keeps the first max bytes written to it and drops the rest.
+// outputBudget is how many bytes of output buffers sharing it may still keep.
+type outputBudget struct {
+	mu   sync.Mutex
+	left int
+}
+
+// take claims up to n bytes of the budget and returns how many it got.
+func (b *outputBudget) take(n int) int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	n = min(n, b.left)
+	b.left -= n
+	return n
+}
+
+// boundedBuffer keeps what is written to it while its budget lasts and
+// drops the rest.
 type boundedBuffer struct {
-	bytes.Buffer
-	max int
+	mu     sync.Mutex
+	buf    bytes.Buffer
+	budget *outputBudget
 }
 
 func (b *boundedBuffer) Write(p []byte) (int, error) {
-	if room := b.max - b.Len(); room > 0 {
-		b.Buffer.Write(p[:min(len(p), room)])
+	if n := b.budget.take(len(p)); n > 0 {
+		b.mu.Lock()
+		b.buf.Write(p[:n])
+		b.mu.Unlock()
 	}
 	return len(p), nil
+}
+
+// Bytes returns what the buffer kept.
+func (b *boundedBuffer) Bytes() []byte {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return bytes.Clone(b.buf.Bytes())
 }
 
 // ReopenLog makes a running container's log driver reopen its log file,
