@@ -7,6 +7,7 @@ import (
 
 	"github.com/containerd/errdefs"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
+	"k8s.io/klog/v2"
 
 	"github.com/peapod-cri/peapod/container"
 )
@@ -44,7 +45,10 @@ func (s *Service) ListContainerStats(ctx context.Context, r *runtime.ListContain
 		}
 		st, err := s.containerStats(ctx, c)
 		if err != nil {
-			return nil, err
+			// One container whose cgroup cannot be read (it is going away,
+			// say) must not hide every other container's usage.
+			klog.ErrorS(err, "Leaving a container out of ListContainerStats", "id", c.ID)
+			continue
 		}
 		out = append(out, st)
 	}

@@ -47,7 +47,8 @@ func (s *Service) ListPodSandboxStats(ctx context.Context, r *runtime.ListPodSan
 		}
 		st, err := s.podSandboxStats(ctx, sb)
 		if err != nil {
-			return nil, err
+			klog.ErrorS(err, "Leaving a pod out of ListPodSandboxStats", "id", sb.ID)
+			continue
 		}
 		out = append(out, st)
 	}
@@ -69,7 +70,8 @@ func (s *Service) podSandboxStats(ctx context.Context, sb sandbox.Sandbox) (*run
 	for _, c := range ctrs {
 		cs, err := s.containerStats(ctx, c)
 		if err != nil {
-			return nil, err
+			klog.ErrorS(err, "Leaving a container out of its pod's stats", "id", c.ID, "pod", sb.ID)
+			continue
 		}
 		linux.Containers = append(linux.Containers, cs)
 		cpu += cs.GetCpu().GetUsageCoreNanoSeconds().GetValue()
