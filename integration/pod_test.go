@@ -1210,3 +1210,44 @@ func TestPodShimGroup(t *testing.T) {
 	}
 	eventually(t, 10*time.Second, "nothing of the pod is left", func() error { return e.leftovers(sb, a, b) })
 }
+
+// A pod whose pause process dies becomes not ready, and forgets the pause
+// PID: another process may soon have it, and the pod's network counters
+// must not be read from it.
+func TestPauseExitMakesPodNotReady(t *testing.T) {
+	t.Parallel()
+	e := newPodEnv(t)
+	rt, _ := e.serve()
+	cfg := e.podConfig("pause-dies")
+	sbID := runPod(t, rt, cfg)
+	pid := infoPid(t, sandboxStatus(t, rt, sbID).Info)
+	if pid <= 0 {
+		t.Fatalf("pause pid %d", pid)
+	}
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatalf("kill -9 %d: %v", pid, err)
+	}
+	eventually(t, 10*time.Second, "the pod is not ready", func() error {
+		if st := sandboxStatus(t, rt, sbID).Status.State; st != runtime.PodSandboxState_SANDBOX_NOTREADY {
+			return fmt.Errorf("state %s", st)
+		}
+		return nil
+	})
+	if pid := infoPid(t, sandboxStatus(t, rt, sbID).Info); pid != 0 {
+		t.Errorf("verbose status of a pod whose pause exited names pid %d, want none", pid)
+	}
+	stats, err := rt.PodSandboxStats(callCtx(t), &runtime.PodSandboxStatsRequest{PodSandboxId: sbID})
+	if err != nil {
+		t.Fatalf("PodSandboxStats: %v", err)
+	}
+	if n := stats.GetStats().GetLinux().GetNetwork(); n != nil {
+		t.Errorf("network stats of a pod without its pause process: %v", n)
+	}
+	if _, err := rt.StopPodSandbox(podCtx(t), &runtime.StopPodSandboxRequest{PodSandboxId: sbID}); err != nil {
+		t.Fatalf("StopPodSandbox: %v", err)
+	}
+	if _, err := rt.RemovePodSandbox(podCtx(t), &runtime.RemovePodSandboxRequest{PodSandboxId: sbID}); err != nil {
+		t.Fatalf("RemovePodSandbox: %v", err)
+	}
+	eventually(t, 10*time.Second, "nothing of the pod is left", func() error { return e.leftovers(sbID) })
+}

@@ -270,7 +270,9 @@ func (m *Manager) markNotReady(ctx context.Context, id string) {
 	changed := false
 	sb, ok := m.index.Update(id, func(r *Sandbox) {
 		if r.State == StateReady {
-			r.State, changed = StateNotReady, true
+			// The pause process is gone: its PID may soon be another
+			// process's, whose network counters must not become the pod's.
+			r.State, r.Pid, changed = StateNotReady, 0, true
 		}
 	})
 	if !ok || !changed {
