@@ -3,6 +3,7 @@ package container
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -17,6 +18,8 @@ import (
 	"k8s.io/cri-streaming/pkg/streaming/remotecommand"
 	"k8s.io/klog/v2"
 	utilexec "k8s.io/utils/exec"
+
+	"github.com/peapod-cri/peapod/containerio"
 )
 
 const (
@@ -264,16 +267,10 @@ func (m *Manager) ReopenLog(ctx context.Context, id string) error {
 	if c.LogPath == "" {
 		return nil
 	}
-	raw, err := os.ReadFile(m.pidFile(c.ID))
-	if err != nil {
-		return fmt.Errorf("finding the log driver of container %s: %w", c.ID, err)
-	}
-	var pid int
-	if _, err := fmt.Sscan(string(raw), &pid); err != nil || pid <= 0 {
-		return fmt.Errorf("bad log driver pid file of container %s", c.ID)
-	}
-	if err := syscall.Kill(pid, syscall.SIGUSR1); err != nil {
-		return fmt.Errorf("signalling the log driver of container %s: %w", c.ID, err)
+	if err := containerio.SignalReopen(m.pidFile(c.ID)); errors.Is(err, containerio.ErrNoIOProcess) {
+		return fmt.Errorf("container %s: %w: %w", c.ID, err, errdefs.ErrFailedPrecondition)
+	} else if err != nil {
+		return fmt.Errorf("reopening the log of container %s: %w", c.ID, err)
 	}
 	for i := 0; i < 50; i++ { // the kubelet expects the file back when we answer
 		if _, err := os.Stat(c.LogPath); err == nil {
