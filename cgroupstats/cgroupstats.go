@@ -136,3 +136,17 @@ func readKV(path string) (map[string]uint64, error) {
 	}
 	return out, nil
 }
+
+// OOMKills returns how many processes of the cgroup at path the kernel's
+// OOM killer killed (v1 memory.oom_control, v2 memory.events "oom_kill").
+func OOMKills(path string) (uint64, error) {
+	file := filepath.Join(Root, "memory", path, "memory.oom_control")
+	if isUnified() {
+		file = filepath.Join(Root, path, "memory.events")
+	}
+	kv, err := readKV(file)
+	if err != nil {
+		return 0, err
+	}
+	return kv["oom_kill"], nil
+}

@@ -2,6 +2,7 @@ package container
 
 import (
 	"testing"
+	"time"
 
 	"github.com/containerd/errdefs"
 )
@@ -35,4 +36,55 @@ func TestLogPath(t *testing.T) {
 			t.Errorf("logPath(%q, %q) = %q, %v; want %q", tc.dir, tc.rel, got, err, tc.want)
 		}
 	}
+}
+
+// The OOM event and the exit reach peapod in either order; the reason is
+// OOMKilled either way, as with containerd's CRI.
+func TestExitReason(t *testing.T) {
+	at := time.Unix(1700000000, 0)
+	cases := []struct {
+		name        string
+		steps       func(c *Container) (rewrites int)
+		wantReason  string
+		wantCode    int32
+		wantRewrite int
+	}{
+		{name: "exit 0", steps: func(c *Container) int { c.exit(0, at, false); return 0 }, wantReason: ReasonCompleted},
+		{name: "exit 3", steps: func(c *Container) int { c.exit(3, at, false); return 0 }, wantReason: ReasonError, wantCode: 3},
+		{name: "SIGKILL, no OOM", steps: func(c *Container) int { c.exit(137, at, false); return 0 }, wantReason: ReasonError, wantCode: 137},
+		{name: "OOM event, then exit", steps: func(c *Container) int {
+			n := b2i(c.oomKill())
+			c.exit(137, at, false)
+			return n
+		}, wantReason: ReasonOOMKilled, wantCode: 137},
+		{name: "exit, with a kill counted in the cgroup", steps: func(c *Container) int { c.exit(137, at, true); return 0 },
+			wantReason: ReasonOOMKilled, wantCode: 137},
+		{name: "exit, then the OOM event", steps: func(c *Container) int {
+			c.exit(137, at, false)
+			return b2i(c.oomKill())
+		}, wantReason: ReasonOOMKilled, wantCode: 137, wantRewrite: 1},
+		{name: "OOM event twice after the exit", steps: func(c *Container) int {
+			c.exit(137, at, false)
+			return b2i(c.oomKill()) + b2i(c.oomKill())
+		}, wantReason: ReasonOOMKilled, wantCode: 137, wantRewrite: 1},
+	}
+	for _, tc := range cases {
+		c := &Container{Record: Record{State: StateRunning}}
+		rewrites := tc.steps(c)
+		if c.State != StateExited || c.Reason != tc.wantReason || c.ExitCode != tc.wantCode || rewrites != tc.wantRewrite {
+			t.Errorf("%s: state %s, reason %q, exit %d, %d rewrites; want exited, %q, %d, %d rewrites",
+				tc.name, c.State, c.Reason, c.ExitCode, rewrites, tc.wantReason, tc.wantCode, tc.wantRewrite)
+		}
+	}
+	created := &Container{Record: Record{State: StateCreated}}
+	if created.oomKill() || created.Reason != "" {
+		t.Errorf("an OOM event for a container never started changed it: %+v", created.Record)
+	}
+}
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }

@@ -27,6 +27,7 @@ import (
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 	"k8s.io/klog/v2"
 
+	"github.com/peapod-cri/peapod/cgroupstats"
 	"github.com/peapod-cri/peapod/eventbus"
 	"github.com/peapod-cri/peapod/hostcaps"
 	"github.com/peapod-cri/peapod/image"
@@ -300,22 +301,17 @@ func (m *Manager) rewatch(ctx context.Context, id string) {
 }
 
 // recordExit marks a running container exited, once, and reports whether
-// this call did.
+// this call did. Its task must not be deleted yet: a SIGKILL (137) is told
+// apart as OOMKilled by its cgroup's OOM kill count, since the OOM event
+// often arrives after the exit.
 func (m *Manager) recordExit(ctx context.Context, id string, code int32, at time.Time) bool {
+	oomKilled := false
+	if c, err := m.index.Get(id); code == 137 && err == nil && c.State == StateRunning && c.CgroupsPath != "" {
+		n, err := cgroupstats.OOMKills(c.CgroupsPath)
+		oomKilled = err == nil && n > 0
+	}
 	changed := false
-	c, ok := m.index.Update(id, func(r *Container) {
-		if r.State != StateRunning {
-			return
-		}
-		changed = true
-		r.State, r.ExitCode, r.FinishedAt, r.Pid = StateExited, code, at, 0
-		if r.Reason == "" {
-			r.Reason = ReasonCompleted
-			if code != 0 {
-				r.Reason = ReasonError
-			}
-		}
-	})
+	c, ok := m.index.Update(id, func(r *Container) { changed = r.exit(code, at, oomKilled) })
 	if !ok || !changed {
 		return false
 	}
@@ -328,13 +324,19 @@ func (m *Manager) recordExit(ctx context.Context, id string, code int32, at time
 }
 
 // OOMKilled marks a container whose cgroup hit its memory limit, so its exit
-// is reported as OOMKilled.
+// is reported as OOMKilled, whether the event comes before the exit or, as
+// it often does, after it (then the record is written again), as
+// containerd's CRI keeps it.
 func (m *Manager) OOMKilled(ctx context.Context, id string) {
-	m.index.Update(id, func(r *Container) {
-		if r.State == StateRunning {
-			r.Reason = ReasonOOMKilled
-		}
-	})
+	rewrite := false
+	c, ok := m.index.Update(id, func(r *Container) { rewrite = r.oomKill() })
+	if !ok || !rewrite {
+		return
+	}
+	klog.V(2).InfoS("Container was OOM-killed", "id", id)
+	if err := m.persist(ctx, c.Record); err != nil && !errdefs.IsNotFound(err) {
+		klog.ErrorS(err, "Persisting container OOM kill", "id", id)
+	}
 }
 
 // publish announces a lifecycle event of container c.

@@ -62,6 +62,37 @@ type Container struct {
 	Config *runtime.ContainerConfig
 }
 
+// exit records the exit of a running container, with the reason the
+// kubelet shows: OOMKilled when the OOM killer killed it (an OOM event came
+// first, or its cgroup counted a kill), else Completed or Error by its exit
+// code. It reports whether the container was running.
+func (c *Container) exit(code int32, at time.Time, oomKilled bool) bool {
+	if c.State != StateRunning {
+		return false
+	}
+	c.State, c.ExitCode, c.FinishedAt, c.Pid = StateExited, code, at, 0
+	if oomKilled {
+		c.Reason = ReasonOOMKilled
+	}
+	if c.Reason == "" {
+		c.Reason = ReasonCompleted
+		if code != 0 {
+			c.Reason = ReasonError
+		}
+	}
+	return true
+}
+
+// oomKill records an OOM event of a started container, before or after its
+// exit, and reports whether that changed a recorded exit.
+func (c *Container) oomKill() (changedExit bool) {
+	if c.State == StateCreated || c.Reason == ReasonOOMKilled {
+		return false
+	}
+	c.Reason = ReasonOOMKilled
+	return c.State == StateExited
+}
+
 // reservationName is the CRI's unique key for a container in a sandbox.
 func reservationName(sandboxID string, md *runtime.ContainerMetadata) string {
 	return fmt.Sprintf("%s_%s_%d", sandboxID, md.GetName(), md.GetAttempt())

@@ -1251,3 +1251,33 @@ func TestPauseExitMakesPodNotReady(t *testing.T) {
 	}
 	eventually(t, 10*time.Second, "nothing of the pod is left", func() error { return e.leftovers(sbID) })
 }
+
+// A container killed by the OOM killer is reported OOMKilled (exit 137),
+// whether the OOM event or the exit reaches peapod first, and still after a
+// restart of peapod.
+func TestOOMKilled(t *testing.T) {
+	t.Parallel()
+	e := newPodEnv(t)
+	rt, ic := e.serve()
+	pull(t, ic, busyboxRef)
+	cfg := e.podConfig("oom")
+	sb := runPod(t, rt, cfg)
+	hog := busybox("hog", "echo start; exec dd if=/dev/zero of=/dev/null bs=64M count=1")
+	hog.Linux.Resources = &runtime.LinuxContainerResources{MemoryLimitInBytes: 16 << 20, MemorySwapLimitInBytes: 16 << 20}
+	id := startContainer(t, rt, sb, cfg, hog)
+	oomKilled := func(rt runtime.RuntimeServiceClient) error {
+		st := containerStatus(t, rt, id).GetStatus()
+		if st.GetState() != runtime.ContainerState_CONTAINER_EXITED || st.GetExitCode() != 137 || st.GetReason() != "OOMKilled" {
+			return fmt.Errorf("state %s, exit %d, reason %q; want EXITED, 137, OOMKilled", st.GetState(), st.GetExitCode(), st.GetReason())
+		}
+		return nil
+	}
+	eventually(t, 20*time.Second, "the hog is OOM-killed", func() error { return oomKilled(rt) })
+
+	e.d.signal(syscall.SIGKILL)
+	e.d.wait(10 * time.Second)
+	rt, _ = e.serve()
+	if err := oomKilled(rt); err != nil {
+		t.Errorf("after a restart of peapod: %v", err)
+	}
+}
