@@ -3,18 +3,24 @@
 package integration
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/core/containers"
+	"github.com/containerd/typeurl/v2"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/peapod-cri/peapod/failpoint"
@@ -343,3 +349,73 @@ func TestRestartFailpointsRunPodSandbox(t *testing.T) {
 		})
 	}
 }
+
+// A sandbox whose record cannot be read at start-up is left alone: its pause
+// keeps running with its network namespace, /dev/shm and files, even though
+// peapod cannot list it.
+func TestUnreadableSandboxRecordLeavesThePodAlone(t *testing.T) {
+	t.Parallel()
+	e := newPodEnv(t)
+	rt, _ := e.serve()
+	cfg := e.podConfig("unreadable")
+	sbID := runPod(t, rt, cfg)
+	pausePid := infoPid(t, sandboxStatus(t, rt, sbID).Info)
+	netns := e.netnsFiles()
+	mounts := e.mountsUnderState()
+	dirs := e.sandboxDirs()
+	if len(netns) != 1 || len(mounts) == 0 || len(dirs) == 0 {
+		t.Fatalf("before: netns %q, mounts %q, dirs %q", netns, mounts, dirs)
+	}
+	e.d.signal(syscall.SIGKILL)
+	e.d.wait(10 * time.Second)
+
+	// Garble the record, as a bad write or a downgrade could.
+	ctx, cancel := e.ctrdCtx()
+	defer cancel()
+	ctr, err := containerdClient(t).LoadContainer(ctx, sbID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var orig typeurl.Any
+	setRecord := func(ctx context.Context, ext typeurl.Any) error {
+		return ctr.Update(ctx, func(_ context.Context, _ *client.Client, c *containers.Container) error {
+			if orig == nil {
+				orig = c.Extensions[sandboxRecordKey]
+			}
+			c.Extensions[sandboxRecordKey] = ext
+			return nil
+		})
+	}
+	if err := setRecord(ctx, &anypb.Any{TypeUrl: "io.peapod/sandbox.Record", Value: []byte("{not json")}); err != nil {
+		t.Fatalf("garbling the record: %v", err)
+	}
+
+	rt, _ = e.serve()
+	if list, err := rt.ListPodSandbox(callCtx(t), &runtime.ListPodSandboxRequest{}); err != nil || len(list.Items) != 0 {
+		t.Errorf("ListPodSandbox = %v, %v; want no pod it can read", list.GetItems(), err)
+	}
+	if err := syscall.Kill(pausePid, 0); err != nil {
+		t.Errorf("the pause process %d is gone: %v", pausePid, err)
+	}
+	if got := e.netnsFiles(); !slices.Equal(got, netns) {
+		t.Errorf("network namespaces %q, want %q kept", got, netns)
+	}
+	if got := e.mountsUnderState(); !slices.Equal(got, mounts) {
+		t.Errorf("mounts under the state directory %q, want %q kept", got, mounts)
+	}
+	if got := e.sandboxDirs(); !slices.Equal(got, dirs) {
+		t.Errorf("sandbox directories %q, want %q kept", got, dirs)
+	}
+
+	// Make it readable again, so that the test's cleanup removes the pod.
+	e.d.signal(syscall.SIGKILL)
+	e.d.wait(10 * time.Second)
+	ctx2, cancel2 := e.ctrdCtx()
+	defer cancel2()
+	if err := setRecord(ctx2, orig); err != nil {
+		t.Fatalf("restoring the record: %v", err)
+	}
+}
+
+// sandboxRecordKey is the containerd container extension holding a sandbox's record.
+const sandboxRecordKey = "io.peapod.sandbox"

@@ -170,10 +170,19 @@ func (m *Manager) recover(ctx context.Context) error {
 		return fmt.Errorf("listing sandboxes in containerd: %w", err)
 	}
 	known := map[string]bool{}
+	unsure := false // an unreadable record may name any pinned netns
 	for _, c := range ctrs {
 		sb, err := decode(c)
 		if err != nil {
-			klog.ErrorS(err, "Ignoring unreadable sandbox container", "id", c.ID)
+			// Its pause may well run: keep its files, /dev/shm and netns.
+			klog.ErrorS(err, "Ignoring unreadable sandbox container; keeping what it may use", "id", c.ID)
+			known[c.ID] = true
+			var rec Record
+			if record.Load(c, recordExtension, &rec) == nil && rec.NetNS != "" {
+				known[rec.NetNS] = true
+			} else {
+				unsure = true
+			}
 			continue
 		}
 		if sb.State == StateCreating {
@@ -190,6 +199,11 @@ func (m *Manager) recover(ctx context.Context) error {
 	}
 	m.sweepUnrecorded(known)
 	m.sweepShimGroups(ctx, known)
+	if unsure {
+		klog.InfoS("Not removing unrecorded network namespaces: a sandbox record is unreadable and may name one")
+		klog.V(2).InfoS("Loaded sandboxes", "count", len(m.index.List()))
+		return nil
+	}
 	entries, err := os.ReadDir(m.netnsDir())
 	if err != nil && !os.IsNotExist(err) {
 		return err
