@@ -24,12 +24,20 @@ type Store[T any] struct {
 	mu       sync.RWMutex
 	byID     map[string]*T
 	reserved map[string]string // name → ID
-	locks    sync.Map          // ID → *sync.Mutex
+
+	locksMu sync.Mutex
+	locks   map[string]*idLock // the IDs locked or waited for
+}
+
+// idLock is one ID's lifecycle lock, kept while anyone holds or waits for it.
+type idLock struct {
+	mu   sync.Mutex
+	refs int
 }
 
 // New returns an empty Store.
 func New[T any](kind string, key func(*T) (id, name string), compare func(a, b *T) int) *Store[T] {
-	return &Store[T]{kind: kind, key: key, compare: compare, byID: map[string]*T{}, reserved: map[string]string{}}
+	return &Store[T]{kind: kind, key: key, compare: compare, byID: map[string]*T{}, reserved: map[string]string{}, locks: map[string]*idLock{}}
 }
 
 // Reserve claims name for id; it fails with AlreadyExists if another ID
@@ -51,7 +59,6 @@ func (s *Store[T]) Release(name, id string) {
 	if s.reserved[name] == id {
 		delete(s.reserved, name)
 	}
-	s.locks.Delete(id)
 }
 
 // Add indexes item and reserves its name.
@@ -73,7 +80,6 @@ func (s *Store[T]) Delete(id string) {
 			delete(s.reserved, name)
 		}
 	}
-	s.locks.Delete(id)
 }
 
 // Update applies fn to the item with id under the store's lock and returns
@@ -128,10 +134,29 @@ func (s *Store[T]) List() []T {
 	return out
 }
 
-// Lock serializes lifecycle operations on one ID; call the result to unlock.
+// Lock serializes lifecycle operations on one ID; call the result (once) to
+// unlock. An ID's lock lives while anyone holds or waits for it, so that
+// deleting the item while its lock is held cannot hand a later caller a
+// second lock for the same ID.
 func (s *Store[T]) Lock(id string) func() {
-	l, _ := s.locks.LoadOrStore(id, &sync.Mutex{})
-	mu := l.(*sync.Mutex)
-	mu.Lock()
-	return mu.Unlock
+	s.locksMu.Lock()
+	l := s.locks[id]
+	if l == nil {
+		l = &idLock{}
+		s.locks[id] = l
+	}
+	l.refs++
+	s.locksMu.Unlock()
+	l.mu.Lock()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			l.mu.Unlock()
+			s.locksMu.Lock()
+			if l.refs--; l.refs == 0 {
+				delete(s.locks, id)
+			}
+			s.locksMu.Unlock()
+		})
+	}
 }

@@ -116,3 +116,33 @@ func TestLockSerializes(t *testing.T) {
 	unlock()
 	<-done
 }
+
+// Deleting or releasing an ID while its lock is held must not hand a later
+// Lock of that ID a second, free lock.
+func TestLockOutlivesDelete(t *testing.T) {
+	for _, forget := range []struct {
+		name string
+		fn   func(s *Store[item])
+	}{
+		{"Delete", func(s *Store[item]) { s.Delete("x") }},
+		{"Release", func(s *Store[item]) { s.Release("name-x", "x") }},
+	} {
+		t.Run(forget.name, func(t *testing.T) {
+			s := newTestStore(&item{id: "x"})
+			unlock := s.Lock("x")
+			forget.fn(s)
+			done := make(chan struct{})
+			go func() { s.Lock("x")(); close(done) }()
+			select {
+			case <-done:
+				t.Fatal("Lock after " + forget.name + " did not wait for the holder")
+			case <-time.After(50 * time.Millisecond):
+			}
+			unlock()
+			<-done
+			if n := len(s.locks); n != 0 {
+				t.Errorf("%d locks kept after every holder unlocked", n)
+			}
+		})
+	}
+}
