@@ -112,16 +112,10 @@ func (m *Manager) Get(ctx context.Context, id string) (Container, error) {
 // again once its lifecycle lock is held, and the function that releases
 // the lock.
 func (m *Manager) locked(ctx context.Context, id string) (Container, func(), error) {
-	c, err := m.Get(ctx, id)
-	if err != nil {
+	if err := m.ensureLoaded(ctx); err != nil {
 		return Container{}, nil, err
 	}
-	unlock := m.index.Lock(c.ID)
-	if c, err = m.index.Get(c.ID); err != nil {
-		unlock()
-		return Container{}, nil, err
-	}
-	return c, unlock, nil
+	return m.index.GetLocked(id)
 }
 
 // List returns all containers, oldest first.

@@ -22,26 +22,25 @@ const pauseStopTimeout = 30 * time.Second
 // down (CNI DEL, netns removed). Its containers must have been stopped by the
 // caller. Stopping a sandbox that is stopped or unknown succeeds.
 func (m *Manager) Stop(ctx context.Context, id string) error {
-	if err := m.ensureLoaded(ctx); err != nil {
-		return err
-	}
-	sb, err := m.index.Get(id)
+	sb, unlock, err := m.locked(ctx, id)
 	if errdefs.IsNotFound(err) {
 		return nil
 	}
 	if err != nil {
 		return err
 	}
-	unlock := m.index.Lock(sb.ID)
 	defer unlock()
 	if err := m.stop(ctx, &sb); err != nil {
 		return err
 	}
 	wasReady := false
-	updated, _ := m.index.Update(sb.ID, func(r *Sandbox) {
+	updated, ok := m.index.Update(sb.ID, func(r *Sandbox) {
 		wasReady = r.State == StateReady // the pause exit may have been seen already
 		r.State, r.Pid, r.Network = StateNotReady, 0, ""
 	})
+	if !ok {
+		return nil
+	}
 	if wasReady {
 		m.publish(sb.ID, eventbus.Stopped)
 	}
@@ -49,6 +48,15 @@ func (m *Manager) Stop(ctx context.Context, id string) error {
 		return err
 	}
 	return nil
+}
+
+// locked returns the sandbox with the given ID or unique ID prefix with its
+// lifecycle lock held, and the function that releases the lock.
+func (m *Manager) locked(ctx context.Context, id string) (Sandbox, func(), error) {
+	if err := m.ensureLoaded(ctx); err != nil {
+		return Sandbox{}, nil, err
+	}
+	return m.index.GetLocked(id)
 }
 
 // stop kills the pause task and releases what the sandbox holds outside
@@ -71,17 +79,13 @@ func (m *Manager) stop(ctx context.Context, sb *Sandbox) error {
 // Remove removes a sandbox, stopping it first if needed. Its containers must
 // have been removed by the caller. Removing an unknown sandbox succeeds.
 func (m *Manager) Remove(ctx context.Context, id string) error {
-	if err := m.ensureLoaded(ctx); err != nil {
-		return err
-	}
-	sb, err := m.index.Get(id)
+	sb, unlock, err := m.locked(ctx, id)
 	if errdefs.IsNotFound(err) {
 		return nil
 	}
 	if err != nil {
 		return err
 	}
-	unlock := m.index.Lock(sb.ID)
 	defer unlock()
 	if err := m.cleanup(ctx, &sb); err != nil {
 		return err

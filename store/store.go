@@ -122,6 +122,25 @@ func (s *Store[T]) Get(idOrPrefix string) (T, error) {
 	return *found, nil
 }
 
+// GetLocked returns a copy of the item with the given ID or unique ID
+// prefix, with its lock held, read again once the lock is held (a holder
+// before us may have changed or deleted it), and the function that
+// releases the lock.
+func (s *Store[T]) GetLocked(idOrPrefix string) (T, func(), error) {
+	var zero T
+	item, err := s.Get(idOrPrefix)
+	if err != nil {
+		return zero, nil, err
+	}
+	id, _ := s.key(&item)
+	unlock := s.Lock(id)
+	if item, err = s.Get(id); err != nil {
+		unlock()
+		return zero, nil, err
+	}
+	return item, unlock, nil
+}
+
 // List returns copies of all items, in the store's order.
 func (s *Store[T]) List() []T {
 	s.mu.RLock()

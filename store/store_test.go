@@ -146,3 +146,27 @@ func TestLockOutlivesDelete(t *testing.T) {
 		})
 	}
 }
+
+// GetLocked reads the item again once the lock is held: what the holder
+// before it did (here, deleting the item) is what it sees.
+func TestGetLockedSeesTheHolderBefore(t *testing.T) {
+	s := newTestStore(&item{id: "x"})
+	_, unlock, err := s.GetLocked("x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan error, 1)
+	go func() {
+		_, unlock2, err := s.GetLocked("x")
+		if err == nil {
+			unlock2()
+		}
+		got <- err
+	}()
+	time.Sleep(50 * time.Millisecond)
+	s.Delete("x")
+	unlock()
+	if err := <-got; !errdefs.IsNotFound(err) {
+		t.Errorf("GetLocked after the holder deleted the item = %v, want NotFound", err)
+	}
+}
