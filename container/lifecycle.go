@@ -55,13 +55,13 @@ func (m *Manager) Create(ctx context.Context, sandboxID string, cfg *runtime.Con
 	if err := m.ensureLoaded(ctx); err != nil {
 		return "", err
 	}
-	sb, err := m.sandboxes.Get(ctx, sandboxID)
+	// The sandbox stays locked until the container is indexed (or the
+	// create failed): a RemovePodSandbox then lists it, or refused it.
+	sb, unlockSandbox, err := m.sandboxes.ForCreate(ctx, sandboxID)
 	if err != nil {
 		return "", err
 	}
-	if sb.State != sandbox.StateReady {
-		return "", fmt.Errorf("pod sandbox %s is not ready: %w", sb.ID, errdefs.ErrFailedPrecondition)
-	}
+	defer unlockSandbox()
 	// A privileged container needs a privileged pod, as containerd's CRI and
 	// CRI-O require: the kubelet's pod security admission decides on the pod.
 	if cfg.GetLinux().GetSecurityContext().GetPrivileged() && !sb.Config.GetLinux().GetSecurityContext().GetPrivileged() {

@@ -125,3 +125,48 @@ func TestConcurrentStopRemoveStatus(t *testing.T) {
 	}
 	eventually(t, 10*time.Second, "nothing of the pod is left", func() error { return e.leftovers(sbID, ctrID) })
 }
+
+// CreateContainer racing RemovePodSandbox: each create either makes a
+// container that the removal then removes, or is refused; no container
+// outlives its pod.
+func TestCreateContainerRacesRemovePodSandbox(t *testing.T) {
+	t.Parallel()
+	e := newPodEnv(t)
+	rt, ic := e.serve()
+	pull(t, ic, busyboxRef)
+	for round := range 5 {
+		cfg := e.podConfig(fmt.Sprintf("race-%d", round))
+		sbID := runPod(t, rt, cfg)
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		var made []string
+		for i := range 8 {
+			wg.Go(func() {
+				if i == 4 {
+					if _, err := rt.RemovePodSandbox(podCtx(t), &runtime.RemovePodSandboxRequest{PodSandboxId: sbID}); err != nil {
+						t.Errorf("RemovePodSandbox: %v", err)
+					}
+					return
+				}
+				resp, err := rt.CreateContainer(podCtx(t), &runtime.CreateContainerRequest{
+					PodSandboxId: sbID, Config: busybox(fmt.Sprintf("c%d", i), "exec sleep 3600"), SandboxConfig: cfg})
+				switch status.Code(err) {
+				case codes.OK:
+					mu.Lock()
+					made = append(made, resp.ContainerId)
+					mu.Unlock()
+				case codes.NotFound, codes.FailedPrecondition:
+				default:
+					t.Errorf("CreateContainer racing RemovePodSandbox: %v", err)
+				}
+			})
+		}
+		wg.Wait()
+		for _, id := range made {
+			if _, err := rt.ContainerStatus(callCtx(t), &runtime.ContainerStatusRequest{ContainerId: id}); status.Code(err) != codes.NotFound {
+				t.Errorf("round %d: container %s outlived its removed pod: %v", round, id, err)
+			}
+		}
+		eventually(t, 10*time.Second, "nothing of the pod is left", func() error { return e.leftovers(sbID, made...) })
+	}
+}

@@ -49,6 +49,9 @@ type Record struct {
 type Sandbox struct {
 	Record
 	Config *runtime.PodSandboxConfig
+	// Retiring is set (in memory) once StopPodSandbox or RemovePodSandbox
+	// began: no container may be created in the sandbox from then on.
+	Retiring bool
 }
 
 // HostNetwork reports whether the pod uses the host's network namespace.

@@ -50,6 +50,45 @@ func (m *Manager) Stop(ctx context.Context, id string) error {
 	return nil
 }
 
+// Retire marks a sandbox as going away, before StopPodSandbox or
+// RemovePodSandbox lists its containers: from then on no container can be
+// created in it (see ForCreate), and every container whose creation began
+// before is in the list. An unknown sandbox is not an error.
+func (m *Manager) Retire(ctx context.Context, id string) error {
+	sb, unlock, err := m.locked(ctx, id)
+	if errdefs.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	m.index.Update(sb.ID, func(r *Sandbox) { r.Retiring = true })
+	return nil
+}
+
+// ForCreate returns a ready sandbox to create a container in, with its
+// lifecycle lock held until the caller has indexed the container (or
+// given up), so that a Stop or Remove cannot list the sandbox's
+// containers in between.
+func (m *Manager) ForCreate(ctx context.Context, id string) (Sandbox, func(), error) {
+	sb, unlock, err := m.locked(ctx, id)
+	if err != nil {
+		return Sandbox{}, nil, err
+	}
+	switch {
+	case sb.Retiring:
+		err = fmt.Errorf("pod sandbox %s is being stopped or removed: %w", sb.ID, errdefs.ErrFailedPrecondition)
+	case sb.State != StateReady:
+		err = fmt.Errorf("pod sandbox %s is not ready: %w", sb.ID, errdefs.ErrFailedPrecondition)
+	}
+	if err != nil {
+		unlock()
+		return Sandbox{}, nil, err
+	}
+	return sb, unlock, nil
+}
+
 // locked returns the sandbox with the given ID or unique ID prefix with its
 // lifecycle lock held, and the function that releases the lock.
 func (m *Manager) locked(ctx context.Context, id string) (Sandbox, func(), error) {

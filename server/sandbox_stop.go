@@ -21,6 +21,10 @@ func (s *Service) StopPodSandbox(ctx context.Context, r *runtime.StopPodSandboxR
 	if err != nil {
 		return nil, err
 	}
+	// No container can be created in it from now on: the list is complete.
+	if err := s.sandboxes.Retire(ctx, sb.ID); err != nil {
+		return nil, err
+	}
 	ctrs, err := s.containers.InSandbox(ctx, sb.ID)
 	if err != nil {
 		return nil, err
@@ -48,6 +52,10 @@ func (s *Service) RemovePodSandbox(ctx context.Context, r *runtime.RemovePodSand
 		return &runtime.RemovePodSandboxResponse{}, nil
 	}
 	if err != nil {
+		return nil, err
+	}
+	// No container can be created in it from now on: the list is complete.
+	if err := s.sandboxes.Retire(ctx, sb.ID); err != nil {
 		return nil, err
 	}
 	ctrs, err := s.containers.InSandbox(ctx, sb.ID)

@@ -50,6 +50,7 @@ type Sandboxes interface {
 	Run(ctx context.Context, cfg *runtime.PodSandboxConfig, handler string) (string, error)
 	Stop(ctx context.Context, id string) error
 	Remove(ctx context.Context, id string) error
+	Retire(ctx context.Context, id string) error
 	Get(ctx context.Context, id string) (sandbox.Sandbox, error)
 	List(ctx context.Context) ([]sandbox.Sandbox, error)
 	NetworkStats(sb *sandbox.Sandbox) ([]sandbox.InterfaceStats, error)
