@@ -195,6 +195,7 @@ func (m *Manager) Start(ctx context.Context, id string) error {
 		exited, err = task.Wait(context.WithoutCancel(ctx))
 	}
 	if err == nil {
+		failpoint.Hit("container-start:after-task")
 		err = task.Start(ctx)
 	}
 	if err != nil && task != nil {
@@ -212,6 +213,7 @@ func (m *Manager) Start(ctx context.Context, id string) error {
 		m.publish(&failed, eventbus.Stopped)
 		return fmt.Errorf("starting container %s: %w", c.ID, err)
 	}
+	failpoint.Hit("container-start:after-start")
 	started, _ := m.index.Update(c.ID, func(r *Container) {
 		r.State, r.StartedAt, r.Pid = StateRunning, time.Now(), task.Pid()
 	})

@@ -1,6 +1,7 @@
 package container
 
 import (
+	"os"
 	"testing"
 	"time"
 
@@ -87,4 +88,11 @@ func b2i(b bool) int {
 		return 1
 	}
 	return 0
+}
+
+func TestProcessStart(t *testing.T) {
+	got := processStart(uint32(os.Getpid()))
+	if d := time.Since(got); d < 0 || d > time.Hour {
+		t.Errorf("this test process started %s ago, by processStart", d)
+	}
 }

@@ -8,11 +8,15 @@
 package container
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -224,6 +228,8 @@ func (m *Manager) resync(ctx context.Context) {
 		switch {
 		case c.State == StateExited && hasTask:
 			m.releaseTaskLater(ctx, c.ID) // its exit was recorded, then peapod stopped
+		case c.State == StateCreated && hasTask:
+			m.finishStart(ctx, c, p) // peapod died inside StartContainer
 		case c.State != StateRunning:
 		case !hasTask:
 			m.recordExit(ctx, c.ID, 255, time.Now())
@@ -238,6 +244,42 @@ func (m *Manager) resync(ctx context.Context) {
 			m.rewatch(ctx, c.ID)
 		}
 	}
+}
+
+// finishStart settles a container recorded as created that has a task:
+// peapod died inside StartContainer, after creating the task. A task that
+// was never started is deleted, so that the container is created again
+// and can be started; one that was started is adopted, as if Start had
+// returned: the container is running (or has exited since), and watched.
+func (m *Manager) finishStart(ctx context.Context, c Container, p *tasktypes.Process) {
+	unlock := m.index.Lock(c.ID)
+	defer unlock()
+	if cur, err := m.index.Get(c.ID); err != nil || cur.State != StateCreated {
+		return
+	}
+	if p.GetStatus() == tasktypes.Status_CREATED {
+		klog.InfoS("Deleting the task of a container whose start was interrupted", "id", c.ID)
+		if _, err := m.client.TaskService().Delete(ctx, &tasks.DeleteTaskRequest{ContainerID: c.ID}); err != nil &&
+			!errdefs.IsNotFound(errgrpc.ToNative(err)) {
+			klog.ErrorS(err, "Deleting the task of a container whose start was interrupted", "id", c.ID)
+		}
+		return
+	}
+	klog.InfoS("Adopting a container whose start was interrupted", "id", c.ID, "pid", p.GetPid(), "status", p.GetStatus())
+	started, _ := m.index.Update(c.ID, func(r *Container) {
+		r.State, r.StartedAt, r.Pid = StateRunning, processStart(p.GetPid()), p.GetPid()
+	})
+	m.publish(&started, eventbus.Started)
+	if err := m.persist(ctx, started.Record); err != nil {
+		klog.ErrorS(err, "Persisting an adopted container", "id", c.ID)
+	}
+	if p.GetStatus() == tasktypes.Status_STOPPED {
+		if m.recordExit(ctx, c.ID, int32(p.GetExitStatus()), p.GetExitedAt().AsTime()) {
+			m.releaseTaskLater(ctx, c.ID)
+		}
+		return
+	}
+	m.rewatch(ctx, c.ID)
 }
 
 // releaseTask deletes the task of exited container id, so that its shim
@@ -342,4 +384,33 @@ func newID() string {
 	b := make([]byte, 32)
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
+}
+
+// processStart is when process pid started, from its /proc stat (clock
+// ticks since boot, USER_HZ = 100 on Linux) and the boot time; now when it
+// cannot be read.
+func processStart(pid uint32) time.Time {
+	stat, err1 := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	boot, err2 := os.ReadFile("/proc/stat")
+	if err1 != nil || err2 != nil {
+		return time.Now()
+	}
+	// Fields after the command, which is in parentheses and may hold spaces.
+	i := bytes.LastIndexByte(stat, ')')
+	fields := strings.Fields(string(stat[i+1:]))
+	if i < 0 || len(fields) < 20 {
+		return time.Now()
+	}
+	ticks, err := strconv.ParseUint(fields[19], 10, 64) // field 22: starttime
+	if err != nil {
+		return time.Now()
+	}
+	for _, line := range strings.Split(string(boot), "\n") {
+		if v, ok := strings.CutPrefix(line, "btime "); ok {
+			if btime, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64); err == nil {
+				return time.Unix(btime, 0).Add(time.Duration(ticks) * time.Second / 100)
+			}
+		}
+	}
+	return time.Now()
 }

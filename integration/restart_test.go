@@ -419,3 +419,76 @@ func TestUnreadableSandboxRecordLeavesThePodAlone(t *testing.T) {
 
 // sandboxRecordKey is the containerd container extension holding a sandbox's record.
 const sandboxRecordKey = "io.peapod.sandbox"
+
+// A crash inside StartContainer: after the task was created but not
+// started, the container is created again (its task deleted) and starts
+// on the next StartContainer; after the task started, the restarted peapod
+// adopts it as running, watches it, and records its exit.
+func TestRestartFailpointsStartContainer(t *testing.T) {
+	t.Parallel()
+	for _, fp := range []struct {
+		name    string
+		started bool
+	}{
+		{name: "container-start:after-task"},
+		{name: "container-start:after-start", started: true},
+	} {
+		t.Run(fp.name, func(t *testing.T) {
+			t.Parallel()
+			e := newPodEnv(t)
+			rt, ic := e.serve()
+			pull(t, ic, busyboxRef)
+			cfg := e.podConfig("crash-start")
+			sbID := runPod(t, rt, cfg)
+			ctrCfg := busybox("app", "trap 'exit 7' TERM; echo up; while true; do sleep 0.1; done")
+			created, err := rt.CreateContainer(podCtx(t), &runtime.CreateContainerRequest{PodSandboxId: sbID, Config: ctrCfg, SandboxConfig: cfg})
+			if err != nil {
+				t.Fatalf("CreateContainer: %v", err)
+			}
+			id := created.ContainerId
+			e.d.signal(syscall.SIGKILL)
+			e.d.wait(10 * time.Second)
+
+			d := e.start(failpoint.EnvVar + "=" + fp.name)
+			rt = d.waitServing()
+			_, err = rt.StartContainer(podCtx(t), &runtime.StartContainerRequest{ContainerId: id})
+			wantCode(t, "StartContainer as peapod dies", err, codes.Unavailable)
+			d.wait(10 * time.Second)
+
+			rt, _ = e.serve()
+			st := containerStatus(t, rt, id).GetStatus()
+			if !fp.started {
+				if st.GetState() != runtime.ContainerState_CONTAINER_CREATED {
+					t.Fatalf("after a crash before the task started: %s, want CREATED", st.GetState())
+				}
+				if ts := e.taskStatus(id); ts != "" {
+					t.Errorf("the unstarted task is still there: %s", ts)
+				}
+				if _, err := rt.StartContainer(podCtx(t), &runtime.StartContainerRequest{ContainerId: id}); err != nil {
+					t.Fatalf("StartContainer after the restart: %v", err)
+				}
+				st = containerStatus(t, rt, id).GetStatus()
+			}
+			if st.GetState() != runtime.ContainerState_CONTAINER_RUNNING || st.GetStartedAt() == 0 {
+				t.Fatalf("state %s, started at %d; want RUNNING with a start time", st.GetState(), st.GetStartedAt())
+			}
+			if out, code := execSync(t, rt, id, "echo", "alive"); code != 0 || strings.TrimSpace(out) != "alive" {
+				t.Errorf("exec in the container: %q, exit %d", out, code)
+			}
+			// Its exit is seen: it is watched.
+			if _, err := rt.StopContainer(podCtx(t), &runtime.StopContainerRequest{ContainerId: id, Timeout: 10}); err != nil {
+				t.Fatalf("StopContainer: %v", err)
+			}
+			eventually(t, 10*time.Second, "the exit is recorded", func() error {
+				st := containerStatus(t, rt, id).GetStatus()
+				if st.GetState() != runtime.ContainerState_CONTAINER_EXITED || st.GetExitCode() != 7 {
+					return fmt.Errorf("state %s, exit %d; want EXITED, 7", st.GetState(), st.GetExitCode())
+				}
+				return nil
+			})
+			if n := len(processesOf(id)); n != 0 {
+				t.Errorf("%d processes of the container left", n)
+			}
+		})
+	}
+}
