@@ -461,18 +461,23 @@ func firstError(out []byte) string {
 // recoverCheckpoints, at start-up, removes what checkpoints a crash cut
 // short left behind: working directories and partial archives. (Their
 // paused tasks are resumed by resync, their leases ended with the others.)
-func (m *Manager) recoverCheckpoints() {
+func (m *Manager) recoverCheckpoints() error {
 	entries, err := os.ReadDir(filepath.Join(m.config.StateDir, "containers"))
-	if err != nil {
-		return
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
 	}
+	if err != nil {
+		return err
+	}
+	var errs []error
 	for _, e := range entries {
 		id := e.Name()
 		if tmp, err := os.ReadFile(m.partialArchiveNote(id)); err == nil {
 			if strings.HasSuffix(string(tmp), ".partial") {
 				klog.InfoS("Removing the partial archive of an interrupted checkpoint", "id", id, "path", string(tmp))
 				if err := os.Remove(string(tmp)); err != nil && !errors.Is(err, fs.ErrNotExist) {
-					klog.ErrorS(err, "Removing a partial checkpoint archive", "path", string(tmp))
+					errs = append(errs, fmt.Errorf("removing a partial checkpoint archive: %w", err))
+					continue
 				}
 			}
 			os.Remove(m.partialArchiveNote(id))
@@ -480,10 +485,11 @@ func (m *Manager) recoverCheckpoints() {
 		if _, err := os.Stat(m.checkpointDir(id)); err == nil {
 			klog.InfoS("Removing the working directory of an interrupted checkpoint", "id", id)
 			if err := os.RemoveAll(m.checkpointDir(id)); err != nil {
-				klog.ErrorS(err, "Removing a checkpoint directory", "id", id)
+				errs = append(errs, fmt.Errorf("removing the checkpoint directory of %s: %w", id, err))
 			}
 		}
 	}
+	return errors.Join(errs...)
 }
 
 // resumeAbandoned resumes the paused task of container id, unless a

@@ -263,11 +263,10 @@ func removeEmptyDirs(dir string) error {
 // recoverImageVolumes, at start-up, removes the views, mounts and directories of image volumes
 // whose container does not exist, and mounts again the views of created
 // containers that a reboot unmounted.
-func (m *Manager) recoverImageVolumes(ctx context.Context) {
+func (m *Manager) recoverImageVolumes(ctx context.Context) error {
 	ctrs, err := m.client.ContainerService().List(ctx)
 	if err != nil {
-		klog.ErrorS(err, "Listing containers to find orphaned image volumes")
-		return
+		return fmt.Errorf("listing containers to find orphaned image volumes: %w", err)
 	}
 	exists := map[string]bool{}
 	for _, c := range ctrs {
@@ -282,8 +281,9 @@ func (m *Manager) recoverImageVolumes(ctx context.Context) {
 		return nil
 	})
 	if err != nil {
-		klog.ErrorS(err, "Listing image volume views")
+		return fmt.Errorf("listing image volume views: %w", err)
 	}
+	var errs []error
 	if entries, err := os.ReadDir(filepath.Join(m.config.StateDir, "containers")); err == nil {
 		for _, e := range entries {
 			id := e.Name()
@@ -298,7 +298,7 @@ func (m *Manager) recoverImageVolumes(ctx context.Context) {
 	for id, vols := range orphans {
 		klog.InfoS("Removing the image volumes of a container that does not exist", "id", id, "views", len(vols))
 		if err := m.releaseImageVolumes(ctx, id, vols); err != nil {
-			klog.ErrorS(err, "Removing orphaned image volumes", "id", id)
+			errs = append(errs, fmt.Errorf("removing the orphaned image volumes of %s: %w", id, err))
 			continue
 		}
 		// The container's state directory, if nothing else is in it.
@@ -310,9 +310,10 @@ func (m *Manager) recoverImageVolumes(ctx context.Context) {
 			continue
 		}
 		if err := m.ensureImageVolumes(ctx, &c); err != nil {
-			klog.ErrorS(err, "Mounting image volumes again", "id", c.ID)
+			errs = append(errs, fmt.Errorf("mounting the image volumes of %s again: %w", c.ID, err))
 		}
 	}
+	return errors.Join(errs...)
 }
 
 // allowedMountOptions are the extra bind mount options a CRI mount may ask

@@ -52,9 +52,6 @@ func (m *Manager) Create(ctx context.Context, sandboxID string, cfg *runtime.Con
 	if cfg.GetImage().GetImage() == "" {
 		return "", fmt.Errorf("container %q names no image: %w", md.GetName(), errdefs.ErrInvalidArgument)
 	}
-	if err := m.ensureLoaded(ctx); err != nil {
-		return "", err
-	}
 	// The sandbox stays locked until the container is indexed (or the
 	// create failed): a RemovePodSandbox then lists it, or refused it.
 	sb, unlockSandbox, err := m.sandboxes.ForCreate(ctx, sandboxID)
@@ -115,15 +112,16 @@ func (m *Manager) Create(ctx context.Context, sandboxID string, cfg *runtime.Con
 		c.CgroupsPath = filepath.Join("/", m.config.Namespace, id)
 	}
 	labels := map[string]string{kindLabel: kindContainer, sandboxLabel: sb.ID}
+	// The writable snapshot (and any image volume's view) exists before the
+	// container that keeps it: peapod's own lease keeps it meanwhile, which
+	// the next start-up ends if peapod dies here. (Without one, the
+	// containerd client takes an anonymous lease that holds it for a day.)
+	ctx, endLease, err := m.withLease(ctx, leaseCreate, id)
+	if err != nil {
+		return "", err
+	}
+	defer endLease()
 	if slices.ContainsFunc(cfg.GetMounts(), isImageMount) {
-		// The image volumes' views exist before the container that keeps
-		// them: a lease keeps them meanwhile.
-		var endLease func()
-		ctx, endLease, err = m.withLease(ctx, leaseCreate, id)
-		if err != nil {
-			return "", err
-		}
-		defer endLease()
 		if c.ImageVolumes, err = m.prepareImageVolumes(ctx, id, cfg.GetMounts()); err != nil {
 			return "", err
 		}

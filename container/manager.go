@@ -8,15 +8,11 @@
 package container
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
-	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -89,8 +85,6 @@ type Manager struct {
 	config    Config
 	index     *store.Store[Container]
 
-	loadMu sync.Mutex
-	loaded bool
 	// watching holds the IDs whose exit a goroutine waits on.
 	watching sync.Map
 	// checkpointing holds the IDs being checkpointed: their tasks are
@@ -99,34 +93,26 @@ type Manager struct {
 	stats         statsCache
 }
 
-// New returns a Manager; its index is rebuilt from containerd on first use.
+// New returns a Manager. Its index is rebuilt from containerd by Recover,
+// which must succeed before any other method is called.
 func New(c *client.Client, images *image.Service, sandboxes *sandbox.Manager, cfg Config) *Manager {
 	return &Manager{client: c, images: images, sandboxes: sandboxes, config: cfg, index: newIndex()}
 }
 
 // Get returns the container with the given ID or unique ID prefix.
-func (m *Manager) Get(ctx context.Context, id string) (Container, error) {
-	if err := m.ensureLoaded(ctx); err != nil {
-		return Container{}, err
-	}
+func (m *Manager) Get(_ context.Context, id string) (Container, error) {
 	return m.index.Get(id)
 }
 
 // locked returns the container with the given ID or unique ID prefix, read
 // again once its lifecycle lock is held, and the function that releases
 // the lock.
-func (m *Manager) locked(ctx context.Context, id string) (Container, func(), error) {
-	if err := m.ensureLoaded(ctx); err != nil {
-		return Container{}, nil, err
-	}
+func (m *Manager) locked(_ context.Context, id string) (Container, func(), error) {
 	return m.index.GetLocked(id)
 }
 
 // List returns all containers, oldest first.
-func (m *Manager) List(ctx context.Context) ([]Container, error) {
-	if err := m.ensureLoaded(ctx); err != nil {
-		return nil, err
-	}
+func (m *Manager) List(_ context.Context) ([]Container, error) {
 	return m.index.List(), nil
 }
 
@@ -167,33 +153,6 @@ func decode(c containers.Container) (*Container, error) {
 	return &Container{Record: rec, Config: cfg}, nil
 }
 
-func (m *Manager) ensureLoaded(ctx context.Context) error {
-	m.loadMu.Lock()
-	defer m.loadMu.Unlock()
-	if m.loaded {
-		return nil
-	}
-	ctrs, err := m.client.ContainerService().List(ctx, fmt.Sprintf("labels.%q==%s", kindLabel, kindContainer))
-	if err != nil {
-		return fmt.Errorf("listing containers in containerd: %w", err)
-	}
-	for _, cc := range ctrs {
-		c, err := decode(cc)
-		if err != nil {
-			klog.ErrorS(err, "Ignoring unreadable container", "id", cc.ID)
-			continue
-		}
-		m.index.Add(c)
-	}
-	m.loaded = true
-	m.endAbandonedLeases(ctx)
-	m.resync(ctx)
-	m.recoverImageVolumes(ctx)
-	m.recoverCheckpoints()
-	klog.V(2).InfoS("Loaded containers", "count", len(ctrs))
-	return nil
-}
-
 // TaskExited records a container's exit reported by the event monitor.
 func (m *Manager) TaskExited(ctx context.Context, e monitor.Exit) {
 	// The exit watch often sees the same exit: whichever records it
@@ -206,18 +165,15 @@ func (m *Manager) TaskExited(ctx context.Context, e monitor.Exit) {
 // Resync catches exits the event stream did not deliver: a container
 // recorded as running whose task is gone or stopped gets its exit recorded.
 func (m *Manager) Resync(ctx context.Context) {
-	if err := m.ensureLoaded(ctx); err != nil {
-		klog.ErrorS(err, "Loading containers")
-		return
+	if err := m.resync(ctx); err != nil {
+		klog.ErrorS(err, "Resyncing containers with their tasks")
 	}
-	m.resync(ctx)
 }
 
-func (m *Manager) resync(ctx context.Context) {
+func (m *Manager) resync(ctx context.Context) error {
 	resp, err := m.client.TaskService().List(ctx, &tasks.ListTasksRequest{})
 	if err != nil {
-		klog.ErrorS(err, "Listing tasks")
-		return
+		return fmt.Errorf("listing tasks: %w", err)
 	}
 	procs := make(map[string]*tasktypes.Process, len(resp.GetTasks()))
 	for _, p := range resp.GetTasks() {
@@ -244,42 +200,7 @@ func (m *Manager) resync(ctx context.Context) {
 			m.rewatch(ctx, c.ID)
 		}
 	}
-}
-
-// finishStart settles a container recorded as created that has a task:
-// peapod died inside StartContainer, after creating the task. A task that
-// was never started is deleted, so that the container is created again
-// and can be started; one that was started is adopted, as if Start had
-// returned: the container is running (or has exited since), and watched.
-func (m *Manager) finishStart(ctx context.Context, c Container, p *tasktypes.Process) {
-	unlock := m.index.Lock(c.ID)
-	defer unlock()
-	if cur, err := m.index.Get(c.ID); err != nil || cur.State != StateCreated {
-		return
-	}
-	if p.GetStatus() == tasktypes.Status_CREATED {
-		klog.InfoS("Deleting the task of a container whose start was interrupted", "id", c.ID)
-		if _, err := m.client.TaskService().Delete(ctx, &tasks.DeleteTaskRequest{ContainerID: c.ID}); err != nil &&
-			!errdefs.IsNotFound(errgrpc.ToNative(err)) {
-			klog.ErrorS(err, "Deleting the task of a container whose start was interrupted", "id", c.ID)
-		}
-		return
-	}
-	klog.InfoS("Adopting a container whose start was interrupted", "id", c.ID, "pid", p.GetPid(), "status", p.GetStatus())
-	started, _ := m.index.Update(c.ID, func(r *Container) {
-		r.State, r.StartedAt, r.Pid = StateRunning, processStart(p.GetPid()), p.GetPid()
-	})
-	m.publish(&started, eventbus.Started)
-	if err := m.persist(ctx, started.Record); err != nil {
-		klog.ErrorS(err, "Persisting an adopted container", "id", c.ID)
-	}
-	if p.GetStatus() == tasktypes.Status_STOPPED {
-		if m.recordExit(ctx, c.ID, int32(p.GetExitStatus()), p.GetExitedAt().AsTime()) {
-			m.releaseTaskLater(ctx, c.ID)
-		}
-		return
-	}
-	m.rewatch(ctx, c.ID)
+	return nil
 }
 
 // releaseTask deletes the task of exited container id, so that its shim
@@ -384,33 +305,4 @@ func newID() string {
 	b := make([]byte, 32)
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
-}
-
-// processStart is when process pid started, from its /proc stat (clock
-// ticks since boot, USER_HZ = 100 on Linux) and the boot time; now when it
-// cannot be read.
-func processStart(pid uint32) time.Time {
-	stat, err1 := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	boot, err2 := os.ReadFile("/proc/stat")
-	if err1 != nil || err2 != nil {
-		return time.Now()
-	}
-	// Fields after the command, which is in parentheses and may hold spaces.
-	i := bytes.LastIndexByte(stat, ')')
-	fields := strings.Fields(string(stat[i+1:]))
-	if i < 0 || len(fields) < 20 {
-		return time.Now()
-	}
-	ticks, err := strconv.ParseUint(fields[19], 10, 64) // field 22: starttime
-	if err != nil {
-		return time.Now()
-	}
-	for _, line := range strings.Split(string(boot), "\n") {
-		if v, ok := strings.CutPrefix(line, "btime "); ok {
-			if btime, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64); err == nil {
-				return time.Unix(btime, 0).Add(time.Duration(ticks) * time.Second / 100)
-			}
-		}
-	}
-	return time.Now()
 }

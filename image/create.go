@@ -13,6 +13,8 @@ import (
 	"github.com/opencontainers/go-digest"
 	specs "github.com/opencontainers/image-spec/specs-go"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/peapod-cri/peapod/oplease"
 )
 
 // Create makes a single-layer image named ref from an uncompressed layer
@@ -23,16 +25,13 @@ func (s *Service) Create(ctx context.Context, ref string, layer []byte, cfg ocis
 	if err != nil {
 		return Image{}, err
 	}
-	if err := s.ensureLoaded(ctx); err != nil {
-		return Image{}, err
-	}
 	// The lease keeps the blobs from containerd's garbage collector until
 	// the image record references them.
-	ctx, done, err := s.client.WithLease(ctx)
+	ctx, done, err := oplease.Begin(ctx, s.client.LeasesService(), "image-create", "")
 	if err != nil {
 		return Image{}, err
 	}
-	defer done(context.WithoutCancel(ctx))
+	defer done()
 
 	cs := s.client.ContentStore()
 	layerDesc, err := writeBlob(ctx, cs, ocispec.MediaTypeImageLayer, layer, nil)

@@ -18,6 +18,8 @@ import (
 	"github.com/containerd/errdefs"
 	"github.com/distribution/reference"
 	"k8s.io/klog/v2"
+
+	"github.com/peapod-cri/peapod/oplease"
 )
 
 // Auth is the registry credential of a pull, as the CRI AuthConfig gives it.
@@ -41,9 +43,6 @@ func (s *Service) Pull(ctx context.Context, name string, auth *Auth) (string, er
 	if err != nil {
 		return "", fmt.Errorf("image reference %q: %v: %w", name, err, errdefs.ErrInvalidArgument)
 	}
-	if err := s.ensureLoaded(ctx); err != nil {
-		return "", err
-	}
 	key := ref + "\x00" + auth.fingerprint()
 	ch := s.pulls.DoChan(key, func() (any, error) {
 		return s.pull(context.WithoutCancel(ctx), ref, auth)
@@ -65,6 +64,13 @@ func (s *Service) pull(ctx context.Context, ref string, auth *Auth) (string, err
 	defer cancel(nil)
 	watch := newProgressWatch(s.config.PullProgressTimeout, cancel)
 	defer watch.stop()
+	// peapod's own lease keeps the pulled blobs until the image record
+	// holds them; start-up ends it if peapod dies mid-pull.
+	ctx, endLease, err := oplease.Begin(ctx, s.client.LeasesService(), "image-pull", "")
+	if err != nil {
+		return "", err
+	}
+	defer endLease()
 
 	resolver := docker.NewResolver(docker.ResolverOptions{
 		Hosts: config.ConfigureHosts(ctx, config.HostOptions{

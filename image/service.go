@@ -48,28 +48,22 @@ type Service struct {
 	config   Config
 	platform platforms.MatchComparer
 
-	index  *index
-	pulls  singleflight.Group
-	loadMu sync.Mutex
-	loaded bool
+	index *index
+	pulls singleflight.Group
 
 	fsMu    sync.Mutex
 	fsUsage *FsUsage
 }
 
-// New returns a Service. Its index is loaded from containerd on first use
-// (containerd may not be up yet when peapod starts).
+// New returns a Service. Its index is loaded from containerd by Recover,
+// which must succeed before any other method is called.
 func New(c *client.Client, cfg Config) *Service {
 	return &Service{client: c, config: cfg, platform: platforms.Default(), index: newIndex()}
 }
 
-// ensureLoaded rebuilds the index from containerd's image records once.
-func (s *Service) ensureLoaded(ctx context.Context) error {
-	s.loadMu.Lock()
-	defer s.loadMu.Unlock()
-	if s.loaded {
-		return nil
-	}
+// Recover rebuilds the index from containerd's image records, at start-up
+// before the CRI is served. It may be called again after an error.
+func (s *Service) Recover(ctx context.Context) error {
 	records, err := s.client.ImageService().List(ctx)
 	if err != nil {
 		return fmt.Errorf("listing images in containerd: %w", err)
@@ -84,7 +78,6 @@ func (s *Service) ensureLoaded(ctx context.Context) error {
 		}
 		s.index.put(rec.Name, img)
 	}
-	s.loaded = true
 	klog.V(2).InfoS("Loaded image index", "records", len(records), "images", len(s.index.list()))
 	return nil
 }
@@ -120,9 +113,6 @@ func (s *Service) inspect(ctx context.Context, rec images.Image) (*Image, error)
 // Get returns the image known by name (ID, reference or unique ID prefix),
 // or an error wrapping errdefs.ErrNotFound.
 func (s *Service) Get(ctx context.Context, name string) (Image, error) {
-	if err := s.ensureLoaded(ctx); err != nil {
-		return Image{}, err
-	}
 	img, ok := s.index.lookup(name)
 	if !ok {
 		return Image{}, fmt.Errorf("image %q: %w", name, errdefs.ErrNotFound)
@@ -145,9 +135,6 @@ func (s *Service) Handle(ctx context.Context, img Image) (client.Image, error) {
 
 // List returns all images.
 func (s *Service) List(ctx context.Context) ([]Image, error) {
-	if err := s.ensureLoaded(ctx); err != nil {
-		return nil, err
-	}
 	return s.index.list(), nil
 }
 

@@ -511,3 +511,51 @@ func TestBadConfig(t *testing.T) {
 		t.Errorf("stderr does not name the unknown key:\n%s", d.stderr.String())
 	}
 }
+
+// Start-up recovery runs before any call but Version and Status is served,
+// and is retried until containerd answers: a peapod that starts while
+// containerd is down answers ListPodSandbox Unavailable, then, once
+// containerd is there, recovers and serves.
+func TestRecoveryWaitsForContainerd(t *testing.T) {
+	t.Parallel()
+	proxySock := filepath.Join(tempDir(t), "late-containerd.sock")
+	_, rt := startServing(t, options{containerd: proxySock})
+	if _, err := rt.Status(callCtx(t), &runtime.StatusRequest{}); err != nil {
+		t.Fatalf("Status while recovering: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	_, err := rt.ListPodSandbox(ctx, &runtime.ListPodSandboxRequest{})
+	if status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "recovering") {
+		t.Fatalf("ListPodSandbox before containerd is up = %v, want Unavailable while recovering", err)
+	}
+
+	// containerd "comes up": a proxy to the real one appears at the address.
+	l, err := net.Listen("unix", proxySock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				up, err := net.Dial("unix", containerdSock)
+				if err != nil {
+					return
+				}
+				defer up.Close()
+				go io.Copy(up, c)
+				io.Copy(c, up)
+			}()
+		}
+	}()
+	eventually(t, 30*time.Second, "peapod recovers once containerd is up", func() error {
+		_, err := rt.ListPodSandbox(callCtx(t), &runtime.ListPodSandboxRequest{})
+		return err
+	})
+}

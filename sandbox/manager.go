@@ -12,14 +12,11 @@ package sandbox
 import (
 	"context"
 	"fmt"
-	"os"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	tasks "github.com/containerd/containerd/api/services/tasks/v1"
-	tasktypes "github.com/containerd/containerd/api/types/task"
 	"github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/core/containers"
 	"github.com/containerd/errdefs"
@@ -76,13 +73,16 @@ type Manager struct {
 	config  Config
 	index   *store.Store[Sandbox]
 
-	loadMu sync.Mutex
-	loaded bool
+	// pending are sandboxes whose cleanup failed at recovery, retried
+	// in the background until it succeeds.
+	pendingMu sync.Mutex
+	pending   map[string]*Sandbox
 	// noSandboxStore: containerd has no sandbox store (1.6).
 	noSandboxStore atomic.Bool
 }
 
-// New returns a Manager. Its store is rebuilt from containerd on first use.
+// New returns a Manager. Its store is rebuilt from containerd by Recover,
+// which must succeed before any other method is called.
 func New(c *client.Client, images *image.Service, net *network.Manager, cfg Config) *Manager {
 	return &Manager{client: c, images: images, network: net, config: cfg, index: newIndex()}
 }
@@ -94,10 +94,7 @@ func (m *Manager) stateDir(id string) string {
 }
 
 // Get returns the sandbox with the given ID or unique ID prefix.
-func (m *Manager) Get(ctx context.Context, id string) (Sandbox, error) {
-	if err := m.ensureLoaded(ctx); err != nil {
-		return Sandbox{}, err
-	}
+func (m *Manager) Get(_ context.Context, id string) (Sandbox, error) {
 	return m.index.Get(id)
 }
 
@@ -120,10 +117,7 @@ func (m *Manager) NetNSPath(ctx context.Context, id string) (string, error) {
 }
 
 // List returns all sandboxes, oldest first.
-func (m *Manager) List(ctx context.Context) ([]Sandbox, error) {
-	if err := m.ensureLoaded(ctx); err != nil {
-		return nil, err
-	}
+func (m *Manager) List(_ context.Context) ([]Sandbox, error) {
 	return m.index.List(), nil
 }
 
@@ -145,119 +139,6 @@ func decode(c containers.Container) (*Sandbox, error) {
 	return &Sandbox{Record: rec, Config: cfg}, nil
 }
 
-// ensureLoaded rebuilds the store from containerd once, recovering what an
-// earlier peapod left half-done.
-func (m *Manager) ensureLoaded(ctx context.Context) error {
-	m.loadMu.Lock()
-	defer m.loadMu.Unlock()
-	if m.loaded {
-		return nil
-	}
-	if err := m.recover(ctx); err != nil {
-		return err
-	}
-	m.loaded = true
-	return nil
-}
-
-// recover loads every sandbox container. One left in StateCreating was
-// interrupted mid-RunPodSandbox and is cleaned up (network, netns, files,
-// container); the kubelet will run it again. Network namespaces pinned but
-// never recorded (a crash before the container was created) are removed.
-func (m *Manager) recover(ctx context.Context) error {
-	ctrs, err := m.client.ContainerService().List(ctx, fmt.Sprintf("labels.%q==%s", kindLabel, kindSandbox))
-	if err != nil {
-		return fmt.Errorf("listing sandboxes in containerd: %w", err)
-	}
-	known := map[string]bool{}
-	unsure := false // an unreadable record may name any pinned netns
-	for _, c := range ctrs {
-		sb, err := decode(c)
-		if err != nil {
-			// Its pause may well run: keep its files, /dev/shm and netns.
-			klog.ErrorS(err, "Ignoring unreadable sandbox container; keeping what it may use", "id", c.ID)
-			known[c.ID] = true
-			var rec Record
-			if record.Load(c, recordExtension, &rec) == nil && rec.NetNS != "" {
-				known[rec.NetNS] = true
-			} else {
-				unsure = true
-			}
-			continue
-		}
-		if sb.State == StateCreating {
-			klog.InfoS("Cleaning up a sandbox whose creation was interrupted", "id", sb.ID)
-			if err := m.cleanup(ctx, sb); err != nil {
-				klog.ErrorS(err, "Cleaning up interrupted sandbox failed; will retry at next start", "id", sb.ID)
-				known[sb.NetNS], known[sb.ID] = true, true
-			}
-			continue
-		}
-		known[sb.NetNS], known[sb.ID] = true, true
-		sb.State, sb.Pid = m.taskState(ctx, sb.ID, sb.State)
-		m.index.Add(sb)
-	}
-	m.sweepUnrecorded(known)
-	m.sweepShimGroups(ctx, known)
-	if unsure {
-		klog.InfoS("Not removing unrecorded network namespaces: a sandbox record is unreadable and may name one")
-		klog.V(2).InfoS("Loaded sandboxes", "count", len(m.index.List()))
-		return nil
-	}
-	entries, err := os.ReadDir(m.netnsDir())
-	if err != nil && !os.IsNotExist(err) {
-		return err
-	}
-	for _, e := range entries {
-		p := filepath.Join(m.netnsDir(), e.Name())
-		if !known[p] {
-			klog.InfoS("Removing network namespace left by an interrupted sandbox", "path", p)
-			if err := removeNetNS(p); err != nil {
-				klog.ErrorS(err, "Removing leaked network namespace failed", "path", p)
-			}
-		}
-	}
-	klog.V(2).InfoS("Loaded sandboxes", "count", len(m.index.List()))
-	return nil
-}
-
-// sweepUnrecorded removes the files (and /dev/shm mount) of sandboxes that
-// have no record: a crash between writing them and creating the sandbox's
-// container leaves them where nothing else would find them.
-func (m *Manager) sweepUnrecorded(known map[string]bool) {
-	for _, dir := range []string{filepath.Join(m.config.StateDir, "sandboxes"), filepath.Join(m.config.RootDir, "sandboxes")} {
-		entries, err := os.ReadDir(dir)
-		if err != nil {
-			continue
-		}
-		for _, e := range entries {
-			if known[e.Name()] {
-				continue
-			}
-			sb := &Sandbox{Record: Record{ID: e.Name()}, Config: &runtime.PodSandboxConfig{}}
-			klog.InfoS("Removing files of an unrecorded sandbox", "id", sb.ID)
-			if err := m.unmountState(sb); err != nil {
-				klog.ErrorS(err, "Unmounting leaked /dev/shm", "id", sb.ID)
-				continue
-			}
-			_ = m.removeFiles(sb)
-		}
-	}
-}
-
-// taskState reads whether the sandbox's pause container runs. A ready
-// sandbox whose pause exited while peapod was down is not ready any more.
-func (m *Manager) taskState(ctx context.Context, id string, recorded State) (State, uint32) {
-	if recorded != StateReady {
-		return recorded, 0
-	}
-	task, err := m.client.TaskService().Get(ctx, &tasks.GetRequest{ContainerID: id})
-	if err != nil || task.GetProcess().GetStatus() != tasktypes.Status_RUNNING {
-		return StateNotReady, 0
-	}
-	return StateReady, task.GetProcess().GetPid()
-}
-
 // TaskExited is told by the event monitor that a task exited; when it is a
 // sandbox's pause container, the sandbox is not ready any more.
 func (m *Manager) TaskExited(ctx context.Context, e monitor.Exit) {
@@ -266,10 +147,6 @@ func (m *Manager) TaskExited(ctx context.Context, e monitor.Exit) {
 
 // Resync catches pause exits the event stream missed.
 func (m *Manager) Resync(ctx context.Context) {
-	if err := m.ensureLoaded(ctx); err != nil {
-		klog.ErrorS(err, "Loading sandboxes")
-		return
-	}
 	for _, sb := range m.index.List() {
 		if sb.State != StateReady {
 			continue

@@ -18,6 +18,7 @@ import (
 	"github.com/peapod-cri/peapod/eventbus"
 	"github.com/peapod-cri/peapod/failpoint"
 	"github.com/peapod-cri/peapod/image"
+	"github.com/peapod-cri/peapod/oplease"
 )
 
 // cleanupTimeout bounds the rollback of a failed RunPodSandbox, which runs
@@ -44,9 +45,6 @@ func (m *Manager) Run(ctx context.Context, cfg *runtime.PodSandboxConfig, handle
 	}
 	if userns != nil && !rh.Features.UserNamespaces {
 		return "", fmt.Errorf("runtime handler %q does not support user namespaces on this node: %w", rh.Name, errdefs.ErrInvalidArgument)
-	}
-	if err := m.ensureLoaded(ctx); err != nil {
-		return "", err
 	}
 	id := newID()
 	name := reservationName(md)
@@ -107,8 +105,15 @@ func (m *Manager) Run(ctx context.Context, cfg *runtime.PodSandboxConfig, handle
 		return "", err
 	}
 	failpoint.Hit("sandbox-run:after-files")
+	// peapod's own lease keeps the snapshot until its container holds it;
+	// start-up ends it if peapod dies here (the client's own would hold
+	// the snapshot for a day).
+	lctx, endLease, err := oplease.Begin(ctx, m.client.LeasesService(), "sandbox-run", id)
+	if err != nil {
+		return "", err
+	}
 	// The container records the netns before anything is asked of CNI.
-	ctr, err := m.client.NewContainer(ctx, id,
+	ctr, err := m.client.NewContainer(lctx, id,
 		client.WithContainerLabels(map[string]string{kindLabel: kindSandbox}),
 		rh.ContainerOpt(),
 		client.WithSnapshotter(image.Snapshotter),
@@ -116,6 +121,7 @@ func (m *Manager) Run(ctx context.Context, cfg *runtime.PodSandboxConfig, handle
 		client.WithNewSpec(append(m.pauseSpec(sb, pause, userns), rh.SpecOpt())...),
 		client.WithContainerExtension(recordExtension, &sb.Record),
 	)
+	endLease()
 	if err != nil {
 		return "", fmt.Errorf("creating pause container of sandbox %s: %w", id, err)
 	}

@@ -91,10 +91,7 @@ func (m *Manager) ForCreate(ctx context.Context, id string) (Sandbox, func(), er
 
 // locked returns the sandbox with the given ID or unique ID prefix with its
 // lifecycle lock held, and the function that releases the lock.
-func (m *Manager) locked(ctx context.Context, id string) (Sandbox, func(), error) {
-	if err := m.ensureLoaded(ctx); err != nil {
-		return Sandbox{}, nil, err
-	}
+func (m *Manager) locked(_ context.Context, id string) (Sandbox, func(), error) {
 	return m.index.GetLocked(id)
 }
 

@@ -17,10 +17,11 @@ type Observer interface {
 	ObserveRPC(method string, code codes.Code, d time.Duration)
 }
 
-// UnaryInterceptor wraps every unary CRI call: a panic becomes
-// codes.Internal (logged with its stack) instead of a crash, errors are
-// mapped to gRPC codes, and each call is logged and measured.
-func UnaryInterceptor(obs Observer) grpc.UnaryServerInterceptor {
+// UnaryInterceptor wraps every unary CRI call: it waits for start-up
+// recovery (see Recovery; rec may be nil), a panic becomes codes.Internal
+// (logged with its stack) instead of a crash, errors are mapped to gRPC
+// codes, and each call is logged and measured.
+func UnaryInterceptor(obs Observer, rec Recovery) grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (resp any, err error) {
 		start := time.Now()
 		defer func() {
@@ -29,12 +30,15 @@ func UnaryInterceptor(obs Observer) grpc.UnaryServerInterceptor {
 			}
 			err = finish(obs, info.FullMethod, start, err)
 		}()
+		if err := awaitRecovery(ctx, rec, path.Base(info.FullMethod)); err != nil {
+			return nil, err
+		}
 		return handler(ctx, req)
 	}
 }
 
 // StreamInterceptor is UnaryInterceptor for streaming calls (GetContainerEvents).
-func StreamInterceptor(obs Observer) grpc.StreamServerInterceptor {
+func StreamInterceptor(obs Observer, rec Recovery) grpc.StreamServerInterceptor {
 	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) (err error) {
 		start := time.Now()
 		defer func() {
@@ -43,6 +47,9 @@ func StreamInterceptor(obs Observer) grpc.StreamServerInterceptor {
 			}
 			err = finish(obs, info.FullMethod, start, err)
 		}()
+		if err := awaitRecovery(ss.Context(), rec, path.Base(info.FullMethod)); err != nil {
+			return err
+		}
 		return handler(srv, ss)
 	}
 }

@@ -128,13 +128,13 @@ func TestStreamInterceptorRecoversPanic(t *testing.T) {
 // Without an Observer the interceptor still converts errors.
 func TestInterceptorNilObserver(t *testing.T) {
 	info := &grpc.UnaryServerInfo{FullMethod: "/runtime.v1.RuntimeService/StopPodSandbox"}
-	_, err := UnaryInterceptor(nil)(context.Background(), nil, info, func(context.Context, any) (any, error) {
+	_, err := UnaryInterceptor(nil, nil)(context.Background(), nil, info, func(context.Context, any) (any, error) {
 		return nil, fmt.Errorf("sandbox x: %w", errdefs.ErrNotFound)
 	})
 	if status.Code(err) != codes.NotFound {
 		t.Errorf("err = %v, want NotFound", err)
 	}
-	_, err = UnaryInterceptor(nil)(context.Background(), nil, info, func(context.Context, any) (any, error) { panic("x") })
+	_, err = UnaryInterceptor(nil, nil)(context.Background(), nil, info, func(context.Context, any) (any, error) { panic("x") })
 	if status.Code(err) != codes.Internal {
 		t.Errorf("err = %v, want Internal", err)
 	}

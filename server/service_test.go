@@ -118,8 +118,8 @@ func serveBufconn(t *testing.T, obs Observer, register func(*grpc.Server)) *grpc
 	t.Helper()
 	l := bufconn.Listen(1 << 20)
 	g := grpc.NewServer(
-		grpc.ChainUnaryInterceptor(UnaryInterceptor(obs)),
-		grpc.ChainStreamInterceptor(StreamInterceptor(obs)),
+		grpc.ChainUnaryInterceptor(UnaryInterceptor(obs, nil)),
+		grpc.ChainStreamInterceptor(StreamInterceptor(obs, nil)),
 	)
 	register(g)
 	go func() { _ = g.Serve(l) }()

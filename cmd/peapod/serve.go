@@ -24,6 +24,7 @@ import (
 	"github.com/peapod-cri/peapod/metrics"
 	"github.com/peapod-cri/peapod/monitor"
 	"github.com/peapod-cri/peapod/network"
+	"github.com/peapod-cri/peapod/oplease"
 	"github.com/peapod-cri/peapod/runtimehandler"
 	"github.com/peapod-cri/peapod/sandbox"
 	"github.com/peapod-cri/peapod/server"
@@ -85,6 +86,7 @@ func serve(cfg *config.Config) error {
 	if err != nil {
 		return err
 	}
+	rec := newRecovery()
 	svc := server.New(cfg, server.Backends{
 		Containerd: ctrd,
 		Network:    net,
@@ -96,8 +98,8 @@ func serve(cfg *config.Config) error {
 		Handlers:   handlers,
 	})
 	g := grpc.NewServer(
-		grpc.ChainUnaryInterceptor(server.UnaryInterceptor(m)),
-		grpc.ChainStreamInterceptor(server.StreamInterceptor(m)),
+		grpc.ChainUnaryInterceptor(server.UnaryInterceptor(m, rec)),
+		grpc.ChainStreamInterceptor(server.StreamInterceptor(m, rec)),
 		grpc.MaxRecvMsgSize(maxMsgSize),
 		grpc.MaxSendMsgSize(maxMsgSize),
 	)
@@ -112,7 +114,18 @@ func serve(cfg *config.Config) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	svc.Start(ctx)
-	go monitor.Run(ctx, ctrd, cfg.ContainerdNamespace, sandboxes, containers)
+	// State is rebuilt from containerd before any CRI call but Version and
+	// Status is served, then kept current from containerd's events.
+	go func() {
+		if rec.run(ctx, []recoveryStep{
+			{"abandoned leases", func(ctx context.Context) error { return oplease.EndAbandoned(ctx, ctrd.LeasesService()) }},
+			{"images", images.Recover},
+			{"pod sandboxes", sandboxes.Recover},
+			{"containers", containers.Recover},
+		}) {
+			monitor.Run(ctx, ctrd, cfg.ContainerdNamespace, sandboxes, containers)
+		}
+	}()
 	go stream.Serve(ctx)
 	if cfg.MetricsAddress != "" {
 		addr, err := m.Serve(ctx, cfg.MetricsAddress)

@@ -1,0 +1,114 @@
+package container
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	tasks "github.com/containerd/containerd/api/services/tasks/v1"
+	tasktypes "github.com/containerd/containerd/api/types/task"
+	"github.com/containerd/errdefs"
+	"github.com/containerd/errdefs/pkg/errgrpc"
+	"k8s.io/klog/v2"
+
+	"github.com/peapod-cri/peapod/eventbus"
+)
+
+// Recover rebuilds the index from containerd at start-up, before the CRI is
+// served, and settles what a crash left: exits that happened while peapod
+// was down, starts it cut short (see finishStart), tasks of exited
+// containers, image volumes of containers never made, checkpoints cut
+// short. It may be called again after an error, and is, until it succeeds.
+func (m *Manager) Recover(ctx context.Context) error {
+	ctrs, err := m.client.ContainerService().List(ctx, fmt.Sprintf("labels.%q==%s", kindLabel, kindContainer))
+	if err != nil {
+		return fmt.Errorf("listing containers in containerd: %w", err)
+	}
+	for _, cc := range ctrs {
+		c, err := decode(cc)
+		if err != nil {
+			klog.ErrorS(err, "Ignoring unreadable container", "id", cc.ID)
+			continue
+		}
+		if _, err := m.index.Get(c.ID); err == nil {
+			continue // recovered by an earlier attempt, and current since
+		}
+		m.index.Add(c)
+	}
+	err = errors.Join(m.resync(ctx), m.recoverImageVolumes(ctx), m.recoverCheckpoints())
+	if err != nil {
+		return err
+	}
+	klog.V(2).InfoS("Loaded containers", "count", len(ctrs))
+	return nil
+}
+
+// finishStart settles a container recorded as created that has a task:
+// peapod died inside StartContainer, after creating the task. A task that
+// was never started is deleted, so that the container is created again
+// and can be started; one that was started is adopted, as if Start had
+// returned: the container is running (or has exited since), and watched.
+func (m *Manager) finishStart(ctx context.Context, c Container, p *tasktypes.Process) {
+	unlock := m.index.Lock(c.ID)
+	defer unlock()
+	if cur, err := m.index.Get(c.ID); err != nil || cur.State != StateCreated {
+		return
+	}
+	if p.GetStatus() == tasktypes.Status_CREATED {
+		klog.InfoS("Deleting the task of a container whose start was interrupted", "id", c.ID)
+		if _, err := m.client.TaskService().Delete(ctx, &tasks.DeleteTaskRequest{ContainerID: c.ID}); err != nil &&
+			!errdefs.IsNotFound(errgrpc.ToNative(err)) {
+			klog.ErrorS(err, "Deleting the task of a container whose start was interrupted", "id", c.ID)
+		}
+		return
+	}
+	klog.InfoS("Adopting a container whose start was interrupted", "id", c.ID, "pid", p.GetPid(), "status", p.GetStatus())
+	started, _ := m.index.Update(c.ID, func(r *Container) {
+		r.State, r.StartedAt, r.Pid = StateRunning, processStart(p.GetPid()), p.GetPid()
+	})
+	m.publish(&started, eventbus.Started)
+	if err := m.persist(ctx, started.Record); err != nil {
+		klog.ErrorS(err, "Persisting an adopted container", "id", c.ID)
+	}
+	if p.GetStatus() == tasktypes.Status_STOPPED {
+		if m.recordExit(ctx, c.ID, int32(p.GetExitStatus()), p.GetExitedAt().AsTime()) {
+			m.releaseTaskLater(ctx, c.ID)
+		}
+		return
+	}
+	m.rewatch(ctx, c.ID)
+}
+
+// processStart is when process pid started, from its /proc stat (clock
+// ticks since boot, USER_HZ = 100 on Linux) and the boot time; now when it
+// cannot be read.
+func processStart(pid uint32) time.Time {
+	stat, err1 := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	boot, err2 := os.ReadFile("/proc/stat")
+	if err1 != nil || err2 != nil {
+		return time.Now()
+	}
+	// Fields after the command, which is in parentheses and may hold spaces.
+	i := bytes.LastIndexByte(stat, ')')
+	fields := strings.Fields(string(stat[i+1:]))
+	if i < 0 || len(fields) < 20 {
+		return time.Now()
+	}
+	ticks, err := strconv.ParseUint(fields[19], 10, 64) // field 22: starttime
+	if err != nil {
+		return time.Now()
+	}
+	for _, line := range strings.Split(string(boot), "\n") {
+		if v, ok := strings.CutPrefix(line, "btime "); ok {
+			if btime, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64); err == nil {
+				return time.Unix(btime, 0).Add(time.Duration(ticks) * time.Second / 100)
+			}
+		}
+	}
+	return time.Now()
+}

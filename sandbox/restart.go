@@ -1,0 +1,166 @@
+package sandbox
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	tasks "github.com/containerd/containerd/api/services/tasks/v1"
+	tasktypes "github.com/containerd/containerd/api/types/task"
+	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
+	"k8s.io/klog/v2"
+
+	"github.com/peapod-cri/peapod/record"
+)
+
+// Cleanups that failed at recovery are retried with this backoff.
+const (
+	cleanupRetryFirst = time.Second
+	cleanupRetryMax   = time.Minute
+)
+
+// Recover rebuilds the index from containerd at start-up, before the CRI is
+// served: every sandbox container is loaded. One left in StateCreating was
+// interrupted mid-RunPodSandbox and is cleaned up (network, netns, files,
+// container), the kubelet will run it again; a cleanup that fails is retried
+// in the background until it succeeds. Network namespaces pinned but never
+// recorded (a crash before the container was created) are removed. It may
+// be called again after an error.
+func (m *Manager) Recover(ctx context.Context) error {
+	ctrs, err := m.client.ContainerService().List(ctx, fmt.Sprintf("labels.%q==%s", kindLabel, kindSandbox))
+	if err != nil {
+		return fmt.Errorf("listing sandboxes in containerd: %w", err)
+	}
+	known := map[string]bool{}
+	unsure := false // an unreadable record may name any pinned netns
+	for _, c := range ctrs {
+		sb, err := decode(c)
+		if err != nil {
+			// Its pause may well run: keep its files, /dev/shm and netns.
+			klog.ErrorS(err, "Ignoring unreadable sandbox container; keeping what it may use", "id", c.ID)
+			known[c.ID] = true
+			var rec Record
+			if record.Load(c, recordExtension, &rec) == nil && rec.NetNS != "" {
+				known[rec.NetNS] = true
+			} else {
+				unsure = true
+			}
+			continue
+		}
+		if sb.State == StateCreating {
+			klog.InfoS("Cleaning up a sandbox whose creation was interrupted", "id", sb.ID)
+			if err := m.cleanup(ctx, sb); err != nil {
+				klog.ErrorS(err, "Cleaning up interrupted sandbox failed; retrying in the background", "id", sb.ID)
+				known[sb.NetNS], known[sb.ID] = true, true
+				m.retryCleanup(ctx, sb)
+			}
+			continue
+		}
+		known[sb.NetNS], known[sb.ID] = true, true
+		sb.State, sb.Pid = m.taskState(ctx, sb.ID, sb.State)
+		m.index.Add(sb)
+	}
+	m.sweepUnrecorded(known)
+	m.sweepShimGroups(ctx, known)
+	if unsure {
+		klog.InfoS("Not removing unrecorded network namespaces: a sandbox record is unreadable and may name one")
+		klog.V(2).InfoS("Loaded sandboxes", "count", len(m.index.List()))
+		return nil
+	}
+	entries, err := os.ReadDir(m.netnsDir())
+	if err != nil && !os.IsNotExist(err) {
+		return err
+	}
+	for _, e := range entries {
+		p := filepath.Join(m.netnsDir(), e.Name())
+		if !known[p] {
+			klog.InfoS("Removing network namespace left by an interrupted sandbox", "path", p)
+			if err := removeNetNS(p); err != nil {
+				klog.ErrorS(err, "Removing leaked network namespace failed", "path", p)
+			}
+		}
+	}
+	klog.V(2).InfoS("Loaded sandboxes", "count", len(m.index.List()))
+	return nil
+}
+
+// sweepUnrecorded removes the files (and /dev/shm mount) of sandboxes that
+// have no record: a crash between writing them and creating the sandbox's
+// container leaves them where nothing else would find them.
+func (m *Manager) sweepUnrecorded(known map[string]bool) {
+	for _, dir := range []string{filepath.Join(m.config.StateDir, "sandboxes"), filepath.Join(m.config.RootDir, "sandboxes")} {
+		entries, err := os.ReadDir(dir)
+		if err != nil {
+			continue
+		}
+		for _, e := range entries {
+			if known[e.Name()] {
+				continue
+			}
+			sb := &Sandbox{Record: Record{ID: e.Name()}, Config: &runtime.PodSandboxConfig{}}
+			klog.InfoS("Removing files of an unrecorded sandbox", "id", sb.ID)
+			if err := m.unmountState(sb); err != nil {
+				klog.ErrorS(err, "Unmounting leaked /dev/shm", "id", sb.ID)
+				continue
+			}
+			_ = m.removeFiles(sb)
+		}
+	}
+}
+
+// taskState reads whether the sandbox's pause container runs. A ready
+// sandbox whose pause exited while peapod was down is not ready any more.
+func (m *Manager) taskState(ctx context.Context, id string, recorded State) (State, uint32) {
+	if recorded != StateReady {
+		return recorded, 0
+	}
+	task, err := m.client.TaskService().Get(ctx, &tasks.GetRequest{ContainerID: id})
+	if err != nil || task.GetProcess().GetStatus() != tasktypes.Status_RUNNING {
+		return StateNotReady, 0
+	}
+	return StateReady, task.GetProcess().GetPid()
+}
+
+// retryCleanup retries, in the background, the cleanup of a half-made
+// sandbox (its network and IP above all) that failed at recovery, until it
+// succeeds: a failure then is usually containerd or a CNI plugin being
+// briefly unavailable, and must not wait for the next restart.
+func (m *Manager) retryCleanup(ctx context.Context, sb *Sandbox) {
+	m.pendingMu.Lock()
+	defer m.pendingMu.Unlock()
+	if m.pending == nil {
+		m.pending = map[string]*Sandbox{}
+	}
+	if _, ok := m.pending[sb.ID]; ok {
+		return
+	}
+	m.pending[sb.ID] = sb
+	go func() {
+		ctx := context.WithoutCancel(ctx)
+		for delay := cleanupRetryFirst; ; delay = min(2*delay, cleanupRetryMax) {
+			time.Sleep(delay)
+			err := m.cleanup(ctx, sb)
+			if err == nil {
+				klog.InfoS("Cleaned up a sandbox whose creation was interrupted", "id", sb.ID)
+				m.pendingMu.Lock()
+				delete(m.pending, sb.ID)
+				m.pendingMu.Unlock()
+				return
+			}
+			klog.ErrorS(err, "Cleaning up interrupted sandbox failed; retrying", "id", sb.ID, "in", 2*delay)
+		}
+	}()
+}
+
+// PendingCleanups lists the sandboxes whose cleanup is still being retried.
+func (m *Manager) PendingCleanups() []string {
+	m.pendingMu.Lock()
+	defer m.pendingMu.Unlock()
+	out := make([]string, 0, len(m.pending))
+	for id := range m.pending {
+		out = append(out, id)
+	}
+	return out
+}
