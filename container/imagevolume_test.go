@@ -158,7 +158,7 @@ func TestMountsOfImageVolumes(t *testing.T) {
 	dir := t.TempDir()
 	hostDir := filepath.Join(dir, "host")
 	m := &Manager{sandboxes: sandbox.New(nil, nil, nil, sandbox.Config{RootDir: dir, StateDir: dir})}
-	sb := &sandbox.Sandbox{Record: sandbox.Record{ID: "sb"}, Config: &runtime.PodSandboxConfig{}}
+	sb := &sandbox.Sandbox{Record: sandbox.Record{Metadata: sandbox.Metadata{ID: "sb"}}, Config: &runtime.PodSandboxConfig{}}
 	img := &runtime.ImageSpec{Image: "registry.example/img:1"}
 	vols := []ImageVolume{
 		{Mount: 1, Source: "/state/containers/c/image-volumes/1"},

@@ -100,8 +100,8 @@ func (m *Manager) Create(ctx context.Context, sandboxID string, cfg *runtime.Con
 		return "", fmt.Errorf("encoding container config: %w", err)
 	}
 	c := &Container{Config: cfg, Record: Record{
-		ID: id, SandboxID: sb.ID, Config: raw, ImageID: img.ID, ImageRef: cfg.GetImage().GetImage(),
-		State: StateCreated, CreatedAt: time.Now(),
+		Metadata: Metadata{ID: id, SandboxID: sb.ID, Config: raw, ImageID: img.ID, ImageRef: cfg.GetImage().GetImage(), CreatedAt: time.Now()},
+		Status:   Status{State: StateCreated},
 	}}
 	c.LogPath = logPath
 	// The cgroup under the pod's parent (as the kubelet's cgroupfs driver
@@ -148,7 +148,8 @@ func (m *Manager) Create(ctx context.Context, sandboxID string, cfg *runtime.Con
 		client.WithNewSnapshot(id, handle, userns.SnapshotOpts()...),
 		client.WithImageName(img.References[0]),
 		client.WithNewSpec(specOpts...),
-		client.WithContainerExtension(recordExtension, &c.Record),
+		client.WithContainerExtension(recordExtension, &c.Metadata),
+		client.WithContainerExtension(statusExtension, &c.Status),
 	}
 	if sb.ShimGroup {
 		// Its task joins the pod's shim directly (see sandbox/shimgroup.go).
@@ -205,7 +206,7 @@ func (m *Manager) Start(ctx context.Context, id string) error {
 			r.State, r.ExitCode, r.Reason, r.Message = StateExited, 128, ReasonStartError, err.Error()
 			r.StartedAt, r.FinishedAt = time.Now(), time.Now()
 		})
-		if perr := m.persist(ctx, failed.Record); perr != nil {
+		if perr := m.persistStatus(ctx, c.ID); perr != nil {
 			klog.ErrorS(perr, "Persisting start failure", "id", c.ID)
 		}
 		m.publish(&failed, eventbus.Stopped)
@@ -221,7 +222,7 @@ func (m *Manager) Start(ctx context.Context, id string) error {
 		defer m.watching.Delete(c.ID)
 		m.watchExit(context.WithoutCancel(ctx), c.ID, exited)
 	}()
-	return m.persist(ctx, started.Record)
+	return m.persistStatus(ctx, c.ID)
 }
 
 // watchExit records the container's exit when its task's wait returns.

@@ -70,14 +70,14 @@ func TestExitReason(t *testing.T) {
 		}, wantReason: ReasonOOMKilled, wantCode: 137, wantRewrite: 1},
 	}
 	for _, tc := range cases {
-		c := &Container{Record: Record{State: StateRunning}}
+		c := &Container{Record: Record{Status: Status{State: StateRunning}}}
 		rewrites := tc.steps(c)
 		if c.State != StateExited || c.Reason != tc.wantReason || c.ExitCode != tc.wantCode || rewrites != tc.wantRewrite {
 			t.Errorf("%s: state %s, reason %q, exit %d, %d rewrites; want exited, %q, %d, %d rewrites",
 				tc.name, c.State, c.Reason, c.ExitCode, rewrites, tc.wantReason, tc.wantCode, tc.wantRewrite)
 		}
 	}
-	created := &Container{Record: Record{State: StateCreated}}
+	created := &Container{Record: Record{Status: Status{State: StateCreated}}}
 	if created.oomKill() || created.Reason != "" {
 		t.Errorf("an OOM event for a container never started changed it: %+v", created.Record)
 	}

@@ -39,14 +39,19 @@ import (
 )
 
 const (
-	kindLabel       = "io.peapod.kind"
-	kindContainer   = "container"
-	sandboxLabel    = "io.peapod.sandbox-id"
+	kindLabel     = "io.peapod.kind"
+	kindContainer = "container"
+	sandboxLabel  = "io.peapod.sandbox-id"
+	// The extensions holding a container's Metadata and Status. The
+	// metadata one keeps its pre-split name and type URL, so that records
+	// written before (holding both) load as they are.
 	recordExtension = "io.peapod.container"
+	statusExtension = "io.peapod.container.status"
 )
 
 func init() {
-	typeurl.Register(&Record{}, "io.peapod", "container", "Record")
+	typeurl.Register(&Metadata{}, "io.peapod", "container", "Record")
+	typeurl.Register(&Status{}, "io.peapod", "container", "Status")
 }
 
 // Exit reasons, as the kubelet knows them.
@@ -84,6 +89,8 @@ type Manager struct {
 	sandboxes *sandbox.Manager
 	config    Config
 	index     *store.Store[Container]
+	// statusWriters serializes the status writes of each container.
+	statusWriters store.Locks
 
 	// watching holds the IDs whose exit a goroutine waits on.
 	watching sync.Map
@@ -135,9 +142,19 @@ func (m *Manager) pidFile(id string) string {
 	return filepath.Join(m.config.StateDir, "containers", id, "log-driver.pid")
 }
 
-// persist writes the record to the container's containerd container.
-func (m *Manager) persist(ctx context.Context, rec Record) error {
-	return record.Save(ctx, m.client, rec.ID, recordExtension, &rec)
+// persistStatus writes container id's status to its containerd container.
+// Writes of one container's status are serialized, and each writes the
+// status current when it runs, not one read before it waited: whatever
+// order concurrent writers (start, exit, OOM event, update) run in, the
+// last write leaves the latest status. A removed container is not written.
+func (m *Manager) persistStatus(ctx context.Context, id string) error {
+	unlock := m.statusWriters.Lock(id)
+	defer unlock()
+	c, err := m.index.Get(id)
+	if err != nil {
+		return nil
+	}
+	return record.Save(ctx, m.client, id, statusExtension, &c.Status)
 }
 
 // decode reads a container back from its containerd container.
@@ -146,9 +163,27 @@ func decode(c containers.Container) (*Container, error) {
 	if err := record.Load(c, recordExtension, &rec); err != nil {
 		return nil, err
 	}
+	// The status, when written apart, is the whole status (a record from
+	// before the split holds its status in the metadata extension).
+	var st Status
+	if ok, err := record.LoadIfPresent(c, statusExtension, &st); err != nil {
+		return nil, err
+	} else if ok {
+		rec.Status = st
+	}
 	cfg := &runtime.ContainerConfig{}
 	if err := proto.Unmarshal(rec.Config, cfg); err != nil {
 		return nil, fmt.Errorf("decoding config of container %s: %w", c.ID, err)
+	}
+	if len(rec.Resources) > 0 {
+		res := &runtime.LinuxContainerResources{}
+		if err := proto.Unmarshal(rec.Resources, res); err != nil {
+			return nil, fmt.Errorf("decoding updated resources of container %s: %w", c.ID, err)
+		}
+		if cfg.Linux == nil {
+			cfg.Linux = &runtime.LinuxContainerConfig{}
+		}
+		cfg.Linux.Resources = res
 	}
 	return &Container{Record: rec, Config: cfg}, nil
 }
@@ -274,7 +309,7 @@ func (m *Manager) recordExit(ctx context.Context, id string, code int32, at time
 	}
 	klog.V(2).InfoS("Container exited", "id", id, "exitCode", code, "reason", c.Reason)
 	m.publish(&c, eventbus.Stopped)
-	if err := m.persist(ctx, c.Record); err != nil && !errdefs.IsNotFound(err) {
+	if err := m.persistStatus(ctx, id); err != nil && !errdefs.IsNotFound(err) {
 		klog.ErrorS(err, "Persisting container exit", "id", id)
 	}
 	return true
@@ -286,12 +321,12 @@ func (m *Manager) recordExit(ctx context.Context, id string, code int32, at time
 // containerd's CRI keeps it.
 func (m *Manager) OOMKilled(ctx context.Context, id string) {
 	rewrite := false
-	c, ok := m.index.Update(id, func(r *Container) { rewrite = r.oomKill() })
+	_, ok := m.index.Update(id, func(r *Container) { rewrite = r.oomKill() })
 	if !ok || !rewrite {
 		return
 	}
 	klog.V(2).InfoS("Container was OOM-killed", "id", id)
-	if err := m.persist(ctx, c.Record); err != nil && !errdefs.IsNotFound(err) {
+	if err := m.persistStatus(ctx, id); err != nil && !errdefs.IsNotFound(err) {
 		klog.ErrorS(err, "Persisting container OOM kill", "id", id)
 	}
 }

@@ -18,9 +18,19 @@ const (
 	StateExited  State = "exited"
 )
 
-// Record is everything peapod keeps about a container, persisted as an
-// extension of its containerd container so it survives restarts.
+// Record is everything peapod keeps about a container, persisted on its
+// containerd container as two extensions, so that it survives restarts:
+// its Metadata, written once when the container is made, and its Status,
+// rewritten on every change of state by one writer at a time, which always
+// writes the current status (Manager.persistStatus). Records written
+// before the split hold both in the metadata extension, and still load.
 type Record struct {
+	Metadata
+	Status
+}
+
+// Metadata is what a container is; it does not change.
+type Metadata struct {
 	ID        string `json:"id"`
 	SandboxID string `json:"sandboxID"`
 	// Config is the CRI config, protobuf-encoded.
@@ -38,15 +48,21 @@ type Record struct {
 	// ImageVolumes are the container's image mounts, each a read-only view
 	// of an image mounted on the host (see imagevolume.go).
 	ImageVolumes []ImageVolume `json:"imageVolumes,omitempty"`
+	CreatedAt    time.Time     `json:"createdAt"`
+}
 
+// Status is where a container is in its life.
+type Status struct {
 	State      State     `json:"state"`
-	CreatedAt  time.Time `json:"createdAt"`
 	StartedAt  time.Time `json:"startedAt,omitzero"`
 	FinishedAt time.Time `json:"finishedAt,omitzero"`
 	ExitCode   int32     `json:"exitCode"`
 	Reason     string    `json:"reason,omitempty"`
 	Message    string    `json:"message,omitempty"`
 	Pid        uint32    `json:"pid,omitempty"`
+	// Resources are the Linux resources of the last UpdateContainerResources,
+	// protobuf-encoded; none: those of the config.
+	Resources []byte `json:"resources,omitempty"`
 }
 
 // User is a process identity: user, primary group and every group it is in.

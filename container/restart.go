@@ -72,7 +72,7 @@ func (m *Manager) finishStart(ctx context.Context, c Container, p *tasktypes.Pro
 		r.State, r.StartedAt, r.Pid = StateRunning, processStart(p.GetPid()), p.GetPid()
 	})
 	m.publish(&started, eventbus.Started)
-	if err := m.persist(ctx, started.Record); err != nil {
+	if err := m.persistStatus(ctx, c.ID); err != nil {
 		klog.ErrorS(err, "Persisting an adopted container", "id", c.ID)
 	}
 	if p.GetStatus() == tasktypes.Status_STOPPED {

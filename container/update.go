@@ -50,23 +50,27 @@ func (m *Manager) UpdateResources(ctx context.Context, id string, r *runtime.Lin
 			return fmt.Errorf("updating resources of container %s: %w", c.ID, err)
 		}
 	}
-	err = ctr.Update(ctx, func(_ context.Context, _ *client.Client, cc *containers.Container) error {
-		cc.Spec, err = typeurl.MarshalAny(spec)
-		return err
-	})
+	// The spec alone (a field-path update): the status writer may write
+	// the container's status meanwhile.
+	anySpec, err := typeurl.MarshalAny(spec)
 	if err != nil {
+		return err
+	}
+	if _, err := m.client.ContainerService().Update(ctx, containers.Container{ID: c.ID, Spec: anySpec}, "spec"); err != nil {
 		return fmt.Errorf("recording spec of container %s: %w", c.ID, err)
 	}
 
-	cfg := proto.Clone(c.Config).(*runtime.ContainerConfig)
-	if cfg.Linux == nil {
-		cfg.Linux = &runtime.LinuxContainerConfig{}
-	}
-	cfg.Linux.Resources = r
-	raw, err := proto.Marshal(cfg)
+	raw, err := proto.Marshal(r)
 	if err != nil {
 		return err
 	}
-	updated, _ := m.index.Update(c.ID, func(x *Container) { x.Config, x.Record.Config = cfg, raw })
-	return m.persist(ctx, updated.Record)
+	m.index.Update(c.ID, func(x *Container) {
+		cfg := proto.Clone(x.Config).(*runtime.ContainerConfig)
+		if cfg.Linux == nil {
+			cfg.Linux = &runtime.LinuxContainerConfig{}
+		}
+		cfg.Linux.Resources = r
+		x.Config, x.Resources = cfg, raw
+	})
+	return m.persistStatus(ctx, c.ID)
 }

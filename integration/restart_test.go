@@ -492,3 +492,35 @@ func TestRestartFailpointsStartContainer(t *testing.T) {
 		})
 	}
 }
+
+// Containers that exit at once, started one after the other, are recorded
+// Completed (exit 0) and stay so across a restart: the exit's status write
+// is never overwritten by the start's.
+func TestFastExitsSurviveRestart(t *testing.T) {
+	t.Parallel()
+	e := newPodEnv(t)
+	rt, ic := e.serve()
+	pull(t, ic, busyboxRef)
+	cfg := e.podConfig("fast-exits")
+	sbID := runPod(t, rt, cfg)
+	var ids []string
+	for i := range 15 {
+		ids = append(ids, startContainer(t, rt, sbID, cfg, busybox(fmt.Sprintf("quick%d", i), "exit 0")))
+	}
+	completed := func(rt runtime.RuntimeServiceClient) error {
+		for _, id := range ids {
+			st := containerStatus(t, rt, id).GetStatus()
+			if st.GetState() != runtime.ContainerState_CONTAINER_EXITED || st.GetExitCode() != 0 || st.GetReason() != "Completed" {
+				return fmt.Errorf("container %s: %s, exit %d, %q; want EXITED, 0, Completed", id, st.GetState(), st.GetExitCode(), st.GetReason())
+			}
+		}
+		return nil
+	}
+	eventually(t, 20*time.Second, "every container completed", func() error { return completed(rt) })
+	e.d.signal(syscall.SIGKILL)
+	e.d.wait(10 * time.Second)
+	rt, _ = e.serve()
+	if err := completed(rt); err != nil {
+		t.Errorf("after a restart: %v", err)
+	}
+}

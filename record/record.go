@@ -1,6 +1,11 @@
 // Package record keeps the records peapod writes about its sandboxes and
 // containers on their containerd containers, as container extensions. They
 // are the source of truth a restarted peapod rebuilds its indexes from.
+//
+// Each object has two records: its metadata, written once with the
+// containerd container, and its status, which Save replaces alone (a
+// field-path update of that one extension), so that a status write can
+// never undo another field's change, such as a resource update's spec.
 // A record type must be registered with typeurl.Register by its package.
 package record
 
@@ -14,25 +19,17 @@ import (
 	"github.com/containerd/typeurl/v2"
 )
 
-// Save writes rec as the extension key of the containerd container id.
+// Save writes rec as the extension key of the containerd container id,
+// replacing that extension only, in one round trip.
 func Save(ctx context.Context, c *client.Client, id, key string, rec any) error {
-	ctr, err := c.LoadContainer(ctx, id)
+	ext, err := typeurl.MarshalAny(rec)
 	if err != nil {
-		return fmt.Errorf("loading container %s: %w", id, err)
+		return fmt.Errorf("encoding %s record of %s: %w", key, id, err)
 	}
-	err = ctr.Update(ctx, func(_ context.Context, _ *client.Client, cc *containers.Container) error {
-		ext, err := typeurl.MarshalAny(rec)
-		if err != nil {
-			return err
-		}
-		if cc.Extensions == nil {
-			cc.Extensions = map[string]typeurl.Any{}
-		}
-		cc.Extensions[key] = ext
-		return nil
-	})
+	_, err = c.ContainerService().Update(ctx,
+		containers.Container{ID: id, Extensions: map[string]typeurl.Any{key: ext}}, "extensions."+key)
 	if err != nil {
-		return fmt.Errorf("recording state of %s: %w", id, err)
+		return fmt.Errorf("recording %s of %s: %w", key, id, err)
 	}
 	return nil
 }
@@ -47,4 +44,13 @@ func Load(c containers.Container, key string, rec any) error {
 		return fmt.Errorf("decoding %s record of %s: %w", key, c.ID, err)
 	}
 	return nil
+}
+
+// LoadIfPresent reads the extension key into rec when the container has
+// it, and reports whether it had.
+func LoadIfPresent(c containers.Container, key string, rec any) (bool, error) {
+	if _, ok := c.Extensions[key]; !ok {
+		return false, nil
+	}
+	return true, Load(c, key, rec)
 }

@@ -39,12 +39,16 @@ const (
 	// kindLabel marks peapod's containerd containers with what they are.
 	kindLabel   = "io.peapod.kind"
 	kindSandbox = "sandbox"
-	// recordExtension is the containerd container extension holding the Record.
+	// The extensions holding a sandbox's Metadata and Status. The metadata
+	// one keeps its pre-split name and type URL, so that records written
+	// before (holding both) load as they are.
 	recordExtension = "io.peapod.sandbox"
+	statusExtension = "io.peapod.sandbox.status"
 )
 
 func init() {
-	typeurl.Register(&Record{}, "io.peapod", "sandbox", "Record")
+	typeurl.Register(&Metadata{}, "io.peapod", "sandbox", "Record")
+	typeurl.Register(&Status{}, "io.peapod", "sandbox", "Status")
 }
 
 // Config configures the sandbox Manager.
@@ -72,6 +76,8 @@ type Manager struct {
 	network *network.Manager
 	config  Config
 	index   *store.Store[Sandbox]
+	// statusWriters serializes the status writes of each sandbox.
+	statusWriters store.Locks
 
 	// pending are sandboxes whose cleanup failed at recovery, retried
 	// in the background until it succeeds.
@@ -121,9 +127,19 @@ func (m *Manager) List(_ context.Context) ([]Sandbox, error) {
 	return m.index.List(), nil
 }
 
-// persist writes the record to the sandbox's containerd container.
-func (m *Manager) persist(ctx context.Context, rec Record) error {
-	return record.Save(ctx, m.client, rec.ID, recordExtension, &rec)
+// persistStatus writes sandbox id's status to its containerd container.
+// Writes of one sandbox's status are serialized, and each writes the status
+// current when it runs, so that the last write leaves the latest status
+// whatever order the writers (Stop, the pause's exit) run in. A removed
+// sandbox is not written.
+func (m *Manager) persistStatus(ctx context.Context, id string) error {
+	unlock := m.statusWriters.Lock(id)
+	defer unlock()
+	sb, err := m.index.Get(id)
+	if err != nil {
+		return nil
+	}
+	return record.Save(ctx, m.client, id, statusExtension, &sb.Status)
 }
 
 // decode reads a sandbox back from its containerd container.
@@ -131,6 +147,14 @@ func decode(c containers.Container) (*Sandbox, error) {
 	var rec Record
 	if err := record.Load(c, recordExtension, &rec); err != nil {
 		return nil, err
+	}
+	// The status, when written apart, is the whole status (a record from
+	// before the split holds its status in the metadata extension).
+	var st Status
+	if ok, err := record.LoadIfPresent(c, statusExtension, &st); err != nil {
+		return nil, err
+	} else if ok {
+		rec.Status = st
 	}
 	cfg := &runtime.PodSandboxConfig{}
 	if err := proto.Unmarshal(rec.Config, cfg); err != nil {
@@ -159,7 +183,7 @@ func (m *Manager) Resync(ctx context.Context) {
 
 func (m *Manager) markNotReady(ctx context.Context, id string) {
 	changed := false
-	sb, ok := m.index.Update(id, func(r *Sandbox) {
+	_, ok := m.index.Update(id, func(r *Sandbox) {
 		if r.State == StateReady {
 			// The pause process is gone: its PID may soon be another
 			// process's, whose network counters must not become the pod's.
@@ -171,7 +195,7 @@ func (m *Manager) markNotReady(ctx context.Context, id string) {
 	}
 	klog.V(2).InfoS("Pause container exited; sandbox not ready", "id", id)
 	m.publish(id, eventbus.Stopped)
-	if err := m.persist(ctx, sb.Record); err != nil && !errdefs.IsNotFound(err) {
+	if err := m.persistStatus(ctx, id); err != nil && !errdefs.IsNotFound(err) {
 		klog.ErrorS(err, "Persisting sandbox state", "id", id)
 	}
 }

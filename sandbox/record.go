@@ -22,27 +22,40 @@ const (
 	StateNotReady State = "notready"
 )
 
-// Record is everything peapod keeps about a sandbox. It is persisted as an
-// extension of the sandbox's containerd container, so it survives restarts.
+// Record is everything peapod keeps about a sandbox, persisted on its
+// containerd container as two extensions, so that it survives restarts:
+// its Metadata, written once with the container, and its Status, rewritten
+// on every change of state by one writer at a time, which always writes the
+// current status (Manager.persistStatus). Records written before the split
+// hold both in the metadata extension, and still load.
 type Record struct {
+	Metadata
+	Status
+}
+
+// Metadata is what a sandbox is; it does not change.
+type Metadata struct {
 	ID string `json:"id"`
 	// Config is the CRI config, protobuf-encoded (it is a protobuf message).
 	Config         []byte    `json:"config"`
 	RuntimeHandler string    `json:"runtimeHandler,omitempty"`
 	CreatedAt      time.Time `json:"createdAt"`
-	// NetNS is the path of the pod's pinned network namespace ("" for host network).
+	// NetNS is the path of the pod's pinned network namespace ("" for host
+	// network). It is recorded before anything is asked of CNI.
 	NetNS string `json:"netns,omitempty"`
 	// UserNS is the path of the pod's pinned user namespace ("" for the host's).
 	UserNS string `json:"userns,omitempty"`
-	// ShimGroup: the sandbox is in containerd's sandbox store, and its
-	// containers name it, so that their tasks join its shim (shimgroup.go).
-	ShimGroup bool `json:"shimGroup,omitempty"`
+}
 
-	// Mutable status.
+// Status is where a sandbox is in its life.
+type Status struct {
 	State   State    `json:"state"`
 	Network string   `json:"network,omitempty"` // CNI network set up; "" once torn down
 	IPs     []string `json:"ips,omitempty"`
 	Pid     uint32   `json:"pid,omitempty"`
+	// ShimGroup: the sandbox is in containerd's sandbox store, and its
+	// containers name it, so that their tasks join its shim (shimgroup.go).
+	ShimGroup bool `json:"shimGroup,omitempty"`
 }
 
 // Sandbox is a sandbox as the store holds it: the decoded config beside its record.

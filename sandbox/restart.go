@@ -99,7 +99,7 @@ func (m *Manager) sweepUnrecorded(known map[string]bool) {
 			if known[e.Name()] {
 				continue
 			}
-			sb := &Sandbox{Record: Record{ID: e.Name()}, Config: &runtime.PodSandboxConfig{}}
+			sb := &Sandbox{Record: Record{Metadata: Metadata{ID: e.Name()}}, Config: &runtime.PodSandboxConfig{}}
 			klog.InfoS("Removing files of an unrecorded sandbox", "id", sb.ID)
 			if err := m.unmountState(sb); err != nil {
 				klog.ErrorS(err, "Unmounting leaked /dev/shm", "id", sb.ID)

@@ -19,6 +19,7 @@ import (
 	"github.com/peapod-cri/peapod/failpoint"
 	"github.com/peapod-cri/peapod/image"
 	"github.com/peapod-cri/peapod/oplease"
+	"github.com/peapod-cri/peapod/record"
 )
 
 // cleanupTimeout bounds the rollback of a failed RunPodSandbox, which runs
@@ -68,7 +69,8 @@ func (m *Manager) Run(ctx context.Context, cfg *runtime.PodSandboxConfig, handle
 		return "", fmt.Errorf("encoding sandbox config: %w", err)
 	}
 	sb := &Sandbox{Config: cfg, Record: Record{
-		ID: id, Config: raw, RuntimeHandler: handler, CreatedAt: time.Now(), State: StateCreating,
+		Metadata: Metadata{ID: id, Config: raw, RuntimeHandler: handler, CreatedAt: time.Now()},
+		Status:   Status{State: StateCreating},
 	}}
 	defer func() {
 		if retErr == nil {
@@ -119,7 +121,8 @@ func (m *Manager) Run(ctx context.Context, cfg *runtime.PodSandboxConfig, handle
 		client.WithSnapshotter(image.Snapshotter),
 		client.WithNewSnapshot(id, pause, userns.SnapshotOpts()...),
 		client.WithNewSpec(append(m.pauseSpec(sb, pause, userns), rh.SpecOpt())...),
-		client.WithContainerExtension(recordExtension, &sb.Record),
+		client.WithContainerExtension(recordExtension, &sb.Metadata),
+		client.WithContainerExtension(statusExtension, &sb.Status),
 	)
 	endLease()
 	if err != nil {
@@ -134,7 +137,8 @@ func (m *Manager) Run(ctx context.Context, cfg *runtime.PodSandboxConfig, handle
 		}
 		failpoint.Hit("sandbox-run:after-cni-add")
 		sb.Network, sb.IPs = res.Network, res.IPs
-		if err := m.persist(ctx, sb.Record); err != nil {
+		// Until the sandbox is indexed, Run is the only writer of its status.
+		if err := record.Save(ctx, m.client, id, statusExtension, &sb.Status); err != nil {
 			return "", err
 		}
 	}
@@ -148,7 +152,7 @@ func (m *Manager) Run(ctx context.Context, cfg *runtime.PodSandboxConfig, handle
 	}
 	failpoint.Hit("sandbox-run:after-start")
 	sb.Pid, sb.State = task.Pid(), StateReady
-	if err := m.persist(ctx, sb.Record); err != nil {
+	if err := record.Save(ctx, m.client, id, statusExtension, &sb.Status); err != nil {
 		return "", err
 	}
 	m.index.Add(sb)

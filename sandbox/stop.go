@@ -44,7 +44,7 @@ func (m *Manager) Stop(ctx context.Context, id string) error {
 	if wasReady {
 		m.publish(sb.ID, eventbus.Stopped)
 	}
-	if err := m.persist(ctx, updated.Record); err != nil && !errdefs.IsNotFound(err) {
+	if err := m.persistStatus(ctx, updated.ID); err != nil && !errdefs.IsNotFound(err) {
 		return err
 	}
 	return nil

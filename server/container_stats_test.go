@@ -30,7 +30,7 @@ func (f statsContainers) Stats(_ context.Context, c container.Container) (contai
 // others are still reported.
 func TestListContainerStatsSkipsABrokenContainer(t *testing.T) {
 	mk := func(id string) container.Container {
-		return container.Container{Record: container.Record{ID: id}, Config: &runtime.ContainerConfig{}}
+		return container.Container{Record: container.Record{Metadata: container.Metadata{ID: id}}, Config: &runtime.ContainerConfig{}}
 	}
 	s := &Service{containers: statsContainers{
 		list:   []container.Container{mk("good1"), mk("broken"), mk("good2")},

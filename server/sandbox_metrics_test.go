@@ -12,7 +12,7 @@ import (
 // descriptor has keys, and the value of the stat it comes from.
 func TestPodMetricsMatchDescriptors(t *testing.T) {
 	u := func(v uint64) *runtime.UInt64Value { return &runtime.UInt64Value{Value: v} }
-	sb := sandbox.Sandbox{Record: sandbox.Record{ID: "pod1"}, Config: &runtime.PodSandboxConfig{
+	sb := sandbox.Sandbox{Record: sandbox.Record{Metadata: sandbox.Metadata{ID: "pod1"}}, Config: &runtime.PodSandboxConfig{
 		Metadata: &runtime.PodSandboxMetadata{Name: "web", Namespace: "prod"}}}
 	st := &runtime.PodSandboxStats{Linux: &runtime.LinuxPodSandboxStats{
 		Cpu:    &runtime.CpuUsage{UsageCoreNanoSeconds: u(3_500_000_000)},

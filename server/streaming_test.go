@@ -43,7 +43,7 @@ func (f *fakeStreaming) GetAttach(r *runtime.AttachRequest) (*runtime.AttachResp
 func TestAttach(t *testing.T) {
 	ctr := func(id string, state container.State, tty bool) container.Container {
 		return container.Container{
-			Record: container.Record{ID: id, State: state},
+			Record: container.Record{Metadata: container.Metadata{ID: id}, Status: container.Status{State: state}},
 			Config: &runtime.ContainerConfig{Tty: tty, Stdin: true},
 		}
 	}

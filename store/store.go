@@ -24,20 +24,12 @@ type Store[T any] struct {
 	mu       sync.RWMutex
 	byID     map[string]*T
 	reserved map[string]string // name → ID
-
-	locksMu sync.Mutex
-	locks   map[string]*idLock // the IDs locked or waited for
-}
-
-// idLock is one ID's lifecycle lock, kept while anyone holds or waits for it.
-type idLock struct {
-	mu   sync.Mutex
-	refs int
+	locks    Locks             // lifecycle locks
 }
 
 // New returns an empty Store.
 func New[T any](kind string, key func(*T) (id, name string), compare func(a, b *T) int) *Store[T] {
-	return &Store[T]{kind: kind, key: key, compare: compare, byID: map[string]*T{}, reserved: map[string]string{}, locks: map[string]*idLock{}}
+	return &Store[T]{kind: kind, key: key, compare: compare, byID: map[string]*T{}, reserved: map[string]string{}}
 }
 
 // Reserve claims name for id; it fails with AlreadyExists if another ID
@@ -154,28 +146,53 @@ func (s *Store[T]) List() []T {
 }
 
 // Lock serializes lifecycle operations on one ID; call the result (once) to
-// unlock. An ID's lock lives while anyone holds or waits for it, so that
-// deleting the item while its lock is held cannot hand a later caller a
-// second lock for the same ID.
-func (s *Store[T]) Lock(id string) func() {
-	s.locksMu.Lock()
-	l := s.locks[id]
-	if l == nil {
-		l = &idLock{}
-		s.locks[id] = l
-	}
-	l.refs++
-	s.locksMu.Unlock()
+// unlock. Deleting the item while its lock is held does not hand a later
+// caller a second lock for the same ID (see Locks).
+func (s *Store[T]) Lock(id string) func() { return s.locks.Lock(id) }
+
+// Locks is a set of mutexes by key, each existing while anyone holds or
+// waits for it: the map does not grow with every key ever locked, and a
+// key's lock is never replaced while held. The zero value is ready to use.
+type Locks struct {
+	mu    sync.Mutex
+	locks map[string]*keyLock
+}
+
+type keyLock struct {
+	mu   sync.Mutex
+	refs int
+}
+
+// Lock locks key's mutex; call the result (once) to unlock it.
+func (l *Locks) Lock(key string) func() {
 	l.mu.Lock()
+	if l.locks == nil {
+		l.locks = map[string]*keyLock{}
+	}
+	k := l.locks[key]
+	if k == nil {
+		k = &keyLock{}
+		l.locks[key] = k
+	}
+	k.refs++
+	l.mu.Unlock()
+	k.mu.Lock()
 	var once sync.Once
 	return func() {
 		once.Do(func() {
-			l.mu.Unlock()
-			s.locksMu.Lock()
-			if l.refs--; l.refs == 0 {
-				delete(s.locks, id)
+			k.mu.Unlock()
+			l.mu.Lock()
+			if k.refs--; k.refs == 0 {
+				delete(l.locks, key)
 			}
-			s.locksMu.Unlock()
+			l.mu.Unlock()
 		})
 	}
+}
+
+// held is how many keys have a mutex (held or waited for), for tests.
+func (l *Locks) held() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.locks)
 }

@@ -140,7 +140,7 @@ func TestLockOutlivesDelete(t *testing.T) {
 			}
 			unlock()
 			<-done
-			if n := len(s.locks); n != 0 {
+			if n := s.locks.held(); n != 0 {
 				t.Errorf("%d locks kept after every holder unlocked", n)
 			}
 		})

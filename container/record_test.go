@@ -1,0 +1,59 @@
+package container
+
+import (
+	"encoding/json"
+	"testing"
+
+	"github.com/containerd/containerd/v2/core/containers"
+	"github.com/containerd/typeurl/v2"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+// A container's record is read from its two extensions; one written before
+// the split, holding metadata and status together, reads the same; the
+// status extension, when there, is the status; updated resources replace
+// the config's.
+func TestDecodeRecord(t *testing.T) {
+	cfg, _ := proto.Marshal(&runtime.ContainerConfig{Metadata: &runtime.ContainerMetadata{Name: "app"},
+		Linux: &runtime.LinuxContainerConfig{Resources: &runtime.LinuxContainerResources{CpuShares: 2}}})
+	res, _ := proto.Marshal(&runtime.LinuxContainerResources{CpuShares: 512})
+	meta := Metadata{ID: "c1", SandboxID: "sb1", Config: cfg, LogPath: "/logs/app.log"}
+	ext := func(v any) typeurl.Any {
+		b, err := json.Marshal(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return &anypb.Any{TypeUrl: "x", Value: b}
+	}
+	legacy := Record{Metadata: meta, Status: Status{State: StateRunning, Pid: 42}}
+	cases := []struct {
+		name       string
+		exts       map[string]typeurl.Any
+		wantState  State
+		wantPid    uint32
+		wantShares int64
+	}{
+		{"before the split", map[string]typeurl.Any{recordExtension: ext(legacy)}, StateRunning, 42, 2},
+		{"split", map[string]typeurl.Any{recordExtension: ext(meta), statusExtension: ext(Status{State: StateExited})}, StateExited, 0, 2},
+		{"status over a legacy record", map[string]typeurl.Any{recordExtension: ext(legacy), statusExtension: ext(Status{State: StateExited})}, StateExited, 0, 2},
+		{"updated resources", map[string]typeurl.Any{recordExtension: ext(meta), statusExtension: ext(Status{State: StateRunning, Resources: res})}, StateRunning, 0, 512},
+	}
+	for _, tc := range cases {
+		c, err := decode(containers.Container{ID: "c1", Extensions: tc.exts})
+		if err != nil {
+			t.Errorf("%s: %v", tc.name, err)
+			continue
+		}
+		if c.ID != "c1" || c.SandboxID != "sb1" || c.LogPath != "/logs/app.log" || c.Config.GetMetadata().GetName() != "app" {
+			t.Errorf("%s: metadata %+v, config %v", tc.name, c.Metadata, c.Config)
+		}
+		if c.State != tc.wantState || c.Pid != tc.wantPid {
+			t.Errorf("%s: state %s pid %d, want %s %d", tc.name, c.State, c.Pid, tc.wantState, tc.wantPid)
+		}
+		if got := c.Config.GetLinux().GetResources().GetCpuShares(); got != tc.wantShares {
+			t.Errorf("%s: cpu shares %d, want %d", tc.name, got, tc.wantShares)
+		}
+	}
+}
