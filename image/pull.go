@@ -184,6 +184,11 @@ func sameHost(addr, host string) bool {
 
 // progressWatch cancels a pull when, while requests are in flight, no bytes
 // arrive for the timeout.
+// unpackIdleFactor times the progress timeout is how long a pull may go on
+// with no download in flight (containerd unpacking, which reports no
+// progress) before it is given up.
+const unpackIdleFactor = 3
+
 type progressWatch struct {
 	timeout  time.Duration
 	cancel   context.CancelCauseFunc
@@ -212,11 +217,19 @@ func (w *progressWatch) run() {
 		case <-w.done:
 			return
 		case <-t.C:
+			idle := time.Since(time.Unix(0, w.last.Load()))
 			if w.inflight.Load() == 0 {
-				w.touch() // waiting on containerd (unpacking), not on the network
+				// Waiting on containerd (unpacking), not on the network: it
+				// shows no progress, so it gets longer, but not forever: a
+				// hung unpack would hold every later pull of the reference,
+				// which joins the one in progress.
+				if idle > unpackIdleFactor*w.timeout {
+					w.cancel(fmt.Errorf("%w for %s with no download in flight (unpacking hung?)", errNoProgress, unpackIdleFactor*w.timeout))
+					return
+				}
 				continue
 			}
-			if idle := time.Since(time.Unix(0, w.last.Load())); idle > w.timeout {
+			if idle > w.timeout {
 				w.cancel(fmt.Errorf("%w for %s (%d bytes received)", errNoProgress, w.timeout, w.bytes.Load()))
 				return
 			}

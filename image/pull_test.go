@@ -283,6 +283,27 @@ func TestProgressWatch(t *testing.T) {
 		}
 	})
 
+	t.Run("nothing in flight for too long is cancelled", func(t *testing.T) {
+		t.Parallel()
+		// A hung unpack: the downloads ended, containerd never returns.
+		ctx, _, c := watched(t)
+		if err := <-get(t, ctx, c, srv.URL+"/small"); err != nil {
+			t.Fatal(err)
+		}
+		start := time.Now()
+		select {
+		case <-ctx.Done():
+		case <-time.After(unpackIdleFactor*watchTimeout + cancelWait):
+			t.Fatalf("not cancelled after %s with nothing in flight", time.Since(start))
+		}
+		if took := time.Since(start); took < (unpackIdleFactor-1)*watchTimeout {
+			t.Errorf("cancelled after %s, before %d times the timeout", took, unpackIdleFactor)
+		}
+		if cause := context.Cause(ctx); !errors.Is(cause, errNoProgress) {
+			t.Errorf("cause = %v, want errNoProgress", cause)
+		}
+	})
+
 	t.Run("failed request is not in flight", func(t *testing.T) {
 		t.Parallel()
 		ctx, w, c := watched(t)
