@@ -89,6 +89,11 @@ func (m *Manager) Exec(ctx context.Context, id string, cmd []string, stdin io.Re
 		return err
 	}
 	defer x.delete()
+	if stdinPipe != nil {
+		// Once the process is gone nobody reads the pipe: the copy below
+		// must not block on it.
+		defer stdinPipe.CloseWithError(io.ErrClosedPipe)
+	}
 	if stdin != nil {
 		go func() {
 			_, _ = io.Copy(stdinWriter, stdin)
