@@ -46,11 +46,8 @@ func logPath(dir, rel string) (string, error) {
 // Create creates a container in a sandbox, ready to start.
 func (m *Manager) Create(ctx context.Context, sandboxID string, cfg *runtime.ContainerConfig) (_ string, retErr error) {
 	md := cfg.GetMetadata()
-	if md.GetName() == "" {
-		return "", fmt.Errorf("container metadata needs a name: %w", errdefs.ErrInvalidArgument)
-	}
-	if cfg.GetImage().GetImage() == "" {
-		return "", fmt.Errorf("container %q names no image: %w", md.GetName(), errdefs.ErrInvalidArgument)
+	if err := validate(cfg); err != nil {
+		return "", err
 	}
 	// The sandbox stays locked until the container is indexed (or the
 	// create failed): a RemovePodSandbox then lists it, or refused it.

@@ -25,6 +25,9 @@ func (m *Manager) UpdateResources(ctx context.Context, id string, r *runtime.Lin
 		return err
 	}
 	defer unlock()
+	if err := validateResources(c.Config.GetMetadata().GetName(), r); err != nil {
+		return err
+	}
 	if c.State == StateExited {
 		return fmt.Errorf("container %s has exited: %w", c.ID, errdefs.ErrFailedPrecondition)
 	}

@@ -43,6 +43,9 @@ func (s *Service) Pull(ctx context.Context, name string, auth *Auth) (string, er
 	if err != nil {
 		return "", fmt.Errorf("image reference %q: %v: %w", name, err, errdefs.ErrInvalidArgument)
 	}
+	if err := auth.validate(); err != nil {
+		return "", fmt.Errorf("pulling %s: %w", ref, err)
+	}
 	key := ref + "\x00" + auth.fingerprint()
 	ch := s.pulls.DoChan(key, func() (any, error) {
 		return s.pull(context.WithoutCancel(ctx), ref, auth)
@@ -160,6 +163,21 @@ func (a *Auth) headers() http.Header {
 		return nil
 	}
 	return http.Header{"Authorization": []string{"Bearer " + a.RegistryToken}}
+}
+
+// validate refuses credentials that cannot be sent: they go into HTTP
+// headers, which hold no control characters.
+func (a *Auth) validate() error {
+	if a == nil {
+		return nil
+	}
+	for field, v := range map[string]string{"username": a.Username, "password": a.Password, "auth": a.Auth,
+		"server address": a.ServerAddress, "identity token": a.IdentityToken, "registry token": a.RegistryToken} {
+		if strings.ContainsFunc(v, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
+			return fmt.Errorf("the credentials' %s holds a control character: %w", field, errdefs.ErrInvalidArgument)
+		}
+	}
+	return nil
 }
 
 // fingerprint tells credentials apart without keeping them in a map key.

@@ -30,8 +30,8 @@ const cleanupTimeout = time.Minute
 // everything done so far is undone, and the error can be retried.
 func (m *Manager) Run(ctx context.Context, cfg *runtime.PodSandboxConfig, handler string) (_ string, retErr error) {
 	md := cfg.GetMetadata()
-	if md.GetName() == "" || md.GetNamespace() == "" || md.GetUid() == "" {
-		return "", fmt.Errorf("pod sandbox metadata needs a name, namespace and uid: %w", errdefs.ErrInvalidArgument)
+	if err := validate(cfg); err != nil {
+		return "", err
 	}
 	if _, err := bandwidth(cfg.GetAnnotations()); err != nil {
 		return "", fmt.Errorf("pod sandbox bandwidth: %v: %w", err, errdefs.ErrInvalidArgument)
