@@ -37,6 +37,7 @@ test-integration: build
 	bash conformance/prepare.sh
 	bash conformance/containerd.sh up $(INTEGRATION_CONTAINERD)
 	PEAPOD_TEST_CONTAINERD=$$(bash conformance/containerd.sh address $(INTEGRATION_CONTAINERD)) \
+		PEAPOD_TEST_CONTAINERD_BIN=$$(bash conformance/containerd.sh binary $(INTEGRATION_CONTAINERD)) \
 		PEAPOD_TEST_RUNC=$$(bash -c '. conformance/lib.sh && echo $$LAB_BIN/runc') \
 		$(GO) test -count=1 -tags integration ./integration/...
 

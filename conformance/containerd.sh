@@ -2,14 +2,14 @@
 # Runs the lab's containerd instances, each fully separate from any system
 # containerd and from each other (socket, ttrpc, root, state, shim sockets,
 # runc root, netns pins), with the built-in CRI plugin set up as the reference.
-#   containerd.sh up|down|status|address 2.4|1.6
+#   containerd.sh up|down|status|address|binary 2.4|1.6
 # 2.4: containerd 2.4.2 + runc 1.5.2 from $LAB_BIN.  1.6: Debian's containerd 1.6.20 + runc.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
 : "${LAB_SANDBOX_IMAGE:=registry.k8s.io/pause:3.10}"
 
-usage() { echo "usage: $0 up|down|status|address 2.4|1.6" >&2; exit 2; }
+usage() { echo "usage: $0 up|down|status|address|binary 2.4|1.6" >&2; exit 2; }
 [ $# -eq 2 ] || usage
 cmd=$1 t=$2
 sys_path=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
@@ -160,5 +160,6 @@ status)
 	if pid_alive "$pidf" && answers; then echo "containerd $t: up, pid $(cat "$pidf"), unix://$sock"
 	else echo "containerd $t: down"; exit 3; fi ;;
 address) echo "$sock" ;;
+binary) echo "$bin" ;;
 *) usage ;;
 esac

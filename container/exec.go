@@ -57,6 +57,10 @@ func (m *Manager) ExecSync(ctx context.Context, id string, cmd []string, timeout
 	}
 	select {
 	case st := <-x.exited:
+		if err := st.Error(); err != nil {
+			// The wait broke (containerd restarted): the exit code is unknown.
+			return nil, fmt.Errorf("waiting for %q in container %s: %v: %w", cmd, id, err, errdefs.ErrUnavailable)
+		}
 		drainIO(x.proc.IO())
 		return &ExecResult{Stdout: stdout.Bytes(), Stderr: stderr.Bytes(), ExitCode: int32(st.ExitCode())}, nil
 	case <-deadline:
@@ -114,6 +118,9 @@ func (m *Manager) Exec(ctx context.Context, id string, cmd []string, stdin io.Re
 	}
 	select {
 	case st := <-x.exited:
+		if err := st.Error(); err != nil {
+			return fmt.Errorf("waiting for %q in container %s: %v: %w", cmd, id, err, errdefs.ErrUnavailable)
+		}
 		drainIO(x.proc.IO())
 		if code := st.ExitCode(); code != 0 {
 			return utilexec.CodeExitError{Err: fmt.Errorf("command %q exited with %d", cmd, code), Code: int(code)}

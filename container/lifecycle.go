@@ -180,11 +180,27 @@ func (m *Manager) Start(ctx context.Context, id string) error {
 	if err := m.ensureImageVolumes(ctx, &c); err != nil {
 		return fmt.Errorf("starting container %s: %w", c.ID, err)
 	}
+	// A task a crashed Start left (recovery settles those it finds, but
+	// the create may have been still under way in containerd then).
+	if adopted, err := m.settleLeftTask(ctx, c.ID, 0); err != nil || adopted {
+		return err
+	}
 	stdio, err := m.prepareStdio(&c)
 	if err != nil {
 		return err
 	}
 	task, err := ctr.NewTask(ctx, stdio.creator())
+	if err != nil && strings.Contains(err.Error(), "file exists") {
+		// Its bundle is in the way: that create is still finishing.
+		stdio.abort()
+		if adopted, serr := m.settleLeftTask(ctx, c.ID, 10*time.Second); serr != nil || adopted {
+			return serr
+		}
+		if stdio, err = m.prepareStdio(&c); err != nil {
+			return err
+		}
+		task, err = ctr.NewTask(ctx, stdio.creator())
+	}
 	var exited <-chan client.ExitStatus
 	if err == nil {
 		// Wait before Start: a container that exits at once must not be missed.
@@ -196,6 +212,14 @@ func (m *Manager) Start(ctx context.Context, id string) error {
 	}
 	if err != nil && task != nil {
 		_, _ = task.Delete(context.WithoutCancel(ctx), client.WithProcessKill)
+	}
+	if err != nil && (errdefs.IsUnavailable(err) || errdefs.IsCanceled(err) || errdefs.IsDeadlineExceeded(err)) {
+		// containerd went away mid-call: whether the task was made (or
+		// even started) is unknown. The container stays created, and the
+		// task, if there is one, is settled by a retried Start or by the
+		// resync that follows containerd's return.
+		stdio.abort()
+		return fmt.Errorf("starting container %s: %v: %w", c.ID, err, errdefs.ErrUnavailable)
 	}
 	if err != nil {
 		stdio.abort()
@@ -248,6 +272,30 @@ func (m *Manager) Stop(ctx context.Context, id string, timeout time.Duration) er
 	return m.stop(ctx, c.ID, timeout)
 }
 
+// settleLeftTask settles (see settleTask) a task left to created container
+// id by a Start a crash cut short, waiting up to wait for one to appear; it
+// reports whether it adopted the task (the container then runs).
+func (m *Manager) settleLeftTask(ctx context.Context, id string, wait time.Duration) (bool, error) {
+	p, err := m.leftTask(ctx, id, wait)
+	if err != nil || p == nil {
+		return false, err
+	}
+	return m.settleTask(ctx, id, p)
+}
+
+// stopped records the exit a stop waited for, and releases the task. A wait
+// that broke (containerd restarted) says nothing of the container, whose
+// exit code would be the client's 255: the stop is then Unavailable, to be
+// retried, and the exit is recorded from the task once containerd is back.
+func (m *Manager) stopped(ctx context.Context, id string, st client.ExitStatus) error {
+	if err := st.Error(); err != nil {
+		return fmt.Errorf("waiting for container %s to stop: %v: %w", id, err, errdefs.ErrUnavailable)
+	}
+	m.recordExit(ctx, id, int32(st.ExitCode()), st.ExitTime())
+	m.releaseTask(ctx, id)
+	return nil
+}
+
 func (m *Manager) stop(ctx context.Context, id string, timeout time.Duration) error {
 	c, err := m.index.Get(id)
 	if err != nil || c.State != StateRunning {
@@ -287,9 +335,7 @@ func (m *Manager) stop(ctx context.Context, id string, timeout time.Duration) er
 		}
 		select {
 		case st := <-exited:
-			m.recordExit(ctx, id, int32(st.ExitCode()), st.ExitTime())
-			m.releaseTask(ctx, id)
-			return nil
+			return m.stopped(ctx, id, st)
 		case <-time.After(timeout):
 		case <-ctx.Done():
 			return ctx.Err()
@@ -300,9 +346,7 @@ func (m *Manager) stop(ctx context.Context, id string, timeout time.Duration) er
 	}
 	select {
 	case st := <-exited:
-		m.recordExit(ctx, id, int32(st.ExitCode()), st.ExitTime())
-		m.releaseTask(ctx, id)
-		return nil
+		return m.stopped(ctx, id, st)
 	case <-time.After(killTimeout):
 		return fmt.Errorf("container %s did not exit within %s of SIGKILL", id, killTimeout)
 	case <-ctx.Done():

@@ -49,39 +49,73 @@ func (m *Manager) Recover(ctx context.Context) error {
 }
 
 // finishStart settles a container recorded as created that has a task:
-// peapod died inside StartContainer, after creating the task. A task that
-// was never started is deleted, so that the container is created again
-// and can be started; one that was started is adopted, as if Start had
-// returned: the container is running (or has exited since), and watched.
+// peapod died inside StartContainer, after creating the task (see
+// settleTask).
 func (m *Manager) finishStart(ctx context.Context, c Container, p *tasktypes.Process) {
 	unlock := m.index.Lock(c.ID)
 	defer unlock()
 	if cur, err := m.index.Get(c.ID); err != nil || cur.State != StateCreated {
 		return
 	}
-	if p.GetStatus() == tasktypes.Status_CREATED {
-		klog.InfoS("Deleting the task of a container whose start was interrupted", "id", c.ID)
-		if _, err := m.client.TaskService().Delete(ctx, &tasks.DeleteTaskRequest{ContainerID: c.ID}); err != nil &&
-			!errdefs.IsNotFound(errgrpc.ToNative(err)) {
-			klog.ErrorS(err, "Deleting the task of a container whose start was interrupted", "id", c.ID)
-		}
-		return
+	if _, err := m.settleTask(ctx, c.ID, p); err != nil {
+		klog.ErrorS(err, "Settling the task of a container whose start was interrupted", "id", c.ID)
 	}
-	klog.InfoS("Adopting a container whose start was interrupted", "id", c.ID, "pid", p.GetPid(), "status", p.GetStatus())
-	started, _ := m.index.Update(c.ID, func(r *Container) {
+}
+
+// settleTask settles the task a Start cut short by a crash left to created
+// container id; the caller holds the container's lock. A task never started
+// is deleted, so that the container can be started again; one that was
+// started is adopted, as if Start had returned: the container is running
+// (or has exited since), and watched. It reports whether it adopted.
+func (m *Manager) settleTask(ctx context.Context, id string, p *tasktypes.Process) (bool, error) {
+	if p.GetStatus() == tasktypes.Status_CREATED {
+		klog.InfoS("Deleting the task of a container whose start was interrupted", "id", id)
+		if _, err := m.client.TaskService().Delete(ctx, &tasks.DeleteTaskRequest{ContainerID: id}); err != nil &&
+			!errdefs.IsNotFound(errgrpc.ToNative(err)) {
+			return false, fmt.Errorf("deleting the unstarted task of container %s: %w", id, errgrpc.ToNative(err))
+		}
+		return false, nil
+	}
+	klog.InfoS("Adopting a container whose start was interrupted", "id", id, "pid", p.GetPid(), "status", p.GetStatus())
+	started, _ := m.index.Update(id, func(r *Container) {
 		r.State, r.StartedAt, r.Pid = StateRunning, processStart(p.GetPid()), p.GetPid()
 	})
 	m.publish(&started, eventbus.Started)
-	if err := m.persistStatus(ctx, c.ID); err != nil {
-		klog.ErrorS(err, "Persisting an adopted container", "id", c.ID)
+	if err := m.persistStatus(ctx, id); err != nil {
+		klog.ErrorS(err, "Persisting an adopted container", "id", id)
 	}
 	if p.GetStatus() == tasktypes.Status_STOPPED {
-		if m.recordExit(ctx, c.ID, int32(p.GetExitStatus()), p.GetExitedAt().AsTime()) {
-			m.releaseTaskLater(ctx, c.ID)
+		if m.recordExit(ctx, id, int32(p.GetExitStatus()), p.GetExitedAt().AsTime()) {
+			m.releaseTaskLater(ctx, id)
 		}
-		return
+		return true, nil
 	}
-	m.rewatch(ctx, c.ID)
+	m.rewatch(ctx, id)
+	return true, nil
+}
+
+// leftTask returns the task a crashed Start left to container id, if any.
+// A create still under way in containerd (peapod died waiting for it) shows
+// as no task but a bundle in the way: wait, up to wait, for it to appear.
+func (m *Manager) leftTask(ctx context.Context, id string, wait time.Duration) (*tasktypes.Process, error) {
+	deadline := time.Now().Add(wait)
+	for {
+		resp, err := m.client.TaskService().Get(ctx, &tasks.GetRequest{ContainerID: id})
+		if err == nil {
+			return resp.GetProcess(), nil
+		}
+		if err = errgrpc.ToNative(err); !errdefs.IsNotFound(err) {
+			return nil, err
+		}
+		if !time.Now().Before(deadline) {
+			return nil, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
 }
 
 // processStart is when process pid started, from its /proc stat (clock

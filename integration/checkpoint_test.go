@@ -43,7 +43,7 @@ func (e *podEnv) peapodLeases() []string {
 	e.t.Helper()
 	ctx, cancel := e.ctrdCtx()
 	defer cancel()
-	ls, err := containerdClient(e.t).LeasesService().List(ctx, `labels."io.peapod.lease"`)
+	ls, err := e.ctrd().LeasesService().List(ctx, `labels."io.peapod.lease"`)
 	if err != nil {
 		e.t.Fatalf("listing leases in %s: %v", e.ns, err)
 	}

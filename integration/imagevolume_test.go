@@ -35,7 +35,7 @@ func (e *podEnv) imageVolumeViews() []string {
 	ctx, cancel := e.ctrdCtx()
 	defer cancel()
 	var out []string
-	err := containerdClient(e.t).SnapshotService(snapshotter).Walk(ctx, func(_ context.Context, info snapshots.Info) error {
+	err := e.ctrd().SnapshotService(snapshotter).Walk(ctx, func(_ context.Context, info snapshots.Info) error {
 		if owner, ok := info.Labels["io.peapod.image-volume.container"]; ok {
 			out = append(out, owner+": "+info.Name)
 		}
@@ -53,7 +53,7 @@ func (e *podEnv) createLeases() []string {
 	e.t.Helper()
 	ctx, cancel := e.ctrdCtx()
 	defer cancel()
-	ls, err := containerdClient(e.t).LeasesService().List(ctx, `labels."io.peapod.lease"==container-create`)
+	ls, err := e.ctrd().LeasesService().List(ctx, `labels."io.peapod.lease"==container-create`)
 	if err != nil {
 		e.t.Fatalf("listing leases in %s: %v", e.ns, err)
 	}

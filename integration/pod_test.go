@@ -24,6 +24,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/core/snapshots"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/errdefs"
@@ -74,6 +75,25 @@ type podEnv struct {
 	cniConfDir string
 	// pauseImage replaces the lab's pause image when set.
 	pauseImage string
+	// containerd replaces the lab's containerd (its socket) when set.
+	containerd string
+	client     *client.Client
+}
+
+// ctrd is a client of the env's containerd, to look behind peapod's back.
+func (e *podEnv) ctrd() *client.Client {
+	e.t.Helper()
+	if e.containerd == "" {
+		return containerdClient(e.t)
+	}
+	if e.client == nil {
+		c, err := client.New(e.containerd)
+		if err != nil {
+			e.t.Fatalf("containerd client for %s: %v", e.containerd, err)
+		}
+		e.client = c // closed by newPodEnv's cleanup, after removeLeftovers
+	}
+	return e.client
 }
 
 // newPodEnv prepares a podEnv. When the test ends, after every peapod it
@@ -83,6 +103,11 @@ func newPodEnv(t *testing.T) *podEnv {
 	t.Helper()
 	e := &podEnv{t: t, ns: imageNamespace(t), dir: tempDir(t)}
 	e.socket = filepath.Join(e.dir, "peapod.sock")
+	t.Cleanup(func() {
+		if e.client != nil {
+			e.client.Close()
+		}
+	})
 	t.Cleanup(e.removeLeftovers)
 	return e
 }
@@ -98,7 +123,7 @@ func (e *podEnv) netnsDir() string {
 // to its environment.
 func (e *podEnv) start(env ...string) *daemon {
 	e.t.Helper()
-	e.d = start(e.t, options{socket: e.socket, env: env, configFile: e.configFile(), extraArgs: []string{
+	e.d = start(e.t, options{socket: e.socket, env: env, configFile: e.configFile(), containerd: e.containerd, extraArgs: []string{
 		"--containerd-namespace", e.ns,
 		"--root", e.root(),
 		"--state", e.state(),
@@ -174,7 +199,7 @@ func (e *podEnv) containerdContainers() []string {
 	e.t.Helper()
 	ctx, cancel := e.ctrdCtx()
 	defer cancel()
-	ctrs, err := containerdClient(e.t).ContainerService().List(ctx)
+	ctrs, err := e.ctrd().ContainerService().List(ctx)
 	if err != nil {
 		e.t.Fatalf("listing containerd containers in %s: %v", e.ns, err)
 	}
@@ -192,7 +217,7 @@ func (e *podEnv) uncommittedSnapshots() []string {
 	ctx, cancel := e.ctrdCtx()
 	defer cancel()
 	var keys []string
-	err := containerdClient(e.t).SnapshotService(snapshotter).Walk(ctx, func(_ context.Context, info snapshots.Info) error {
+	err := e.ctrd().SnapshotService(snapshotter).Walk(ctx, func(_ context.Context, info snapshots.Info) error {
 		if info.Kind != snapshots.KindCommitted {
 			keys = append(keys, info.Name)
 		}
@@ -210,7 +235,7 @@ func (e *podEnv) sandboxStoreRecords() []string {
 	e.t.Helper()
 	ctx, cancel := e.ctrdCtx()
 	defer cancel()
-	records, err := containerdClient(e.t).SandboxStore().List(ctx)
+	records, err := e.ctrd().SandboxStore().List(ctx)
 	if errdefs.IsNotImplemented(err) {
 		return nil
 	}
@@ -230,7 +255,7 @@ func (e *podEnv) taskStatus(id string) string {
 	e.t.Helper()
 	ctx, cancel := e.ctrdCtx()
 	defer cancel()
-	ctr, err := containerdClient(e.t).LoadContainer(ctx, id)
+	ctr, err := e.ctrd().LoadContainer(ctx, id)
 	if err != nil {
 		return ""
 	}

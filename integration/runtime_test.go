@@ -96,7 +96,7 @@ func (e *podEnv) runtimeBinary(id string) string {
 	e.t.Helper()
 	ctx, cancel := e.ctrdCtx()
 	defer cancel()
-	c, err := containerdClient(e.t).ContainerService().Get(ctx, id)
+	c, err := e.ctrd().ContainerService().Get(ctx, id)
 	if err != nil {
 		e.t.Fatal(err)
 	}

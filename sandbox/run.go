@@ -80,7 +80,8 @@ func (m *Manager) Run(ctx context.Context, cfg *runtime.PodSandboxConfig, handle
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
 		defer cancel()
 		if err := m.cleanup(cctx, sb); err != nil {
-			klog.ErrorS(err, "Rolling back a failed RunPodSandbox; start-up recovery will finish it", "id", id)
+			klog.ErrorS(err, "Rolling back a failed RunPodSandbox; retrying in the background", "id", id)
+			m.retryCleanup(ctx, sb)
 		}
 	}()
 

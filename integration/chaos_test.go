@@ -1,0 +1,529 @@
+//go:build integration
+
+package integration
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+// containerdBinEnv names the containerd binary the chaos test runs a
+// containerd of its own with (the lab's 2.4.2, or Debian's 1.6.20): it
+// restarts that one, never the containerd other tests share.
+const containerdBinEnv = "PEAPOD_TEST_CONTAINERD_BIN"
+
+// Chaos, as the issue sets it: 4 clients run 200 pod lifecycles (run,
+// create, start, exec, stop, remove) while peapod is SIGKILLed at random
+// every few seconds and restarted, and containerd is restarted twice.
+const (
+	chaosClients    = 4
+	chaosLifecycles = 200
+)
+
+// TestChaos: every pod and container a client was told exists is listed
+// with the right state, every exit code is right, and once the clients are
+// done nothing is left: no containerd container, snapshot or lease, no
+// netns, IP, hostPort rule, CNI result, process or file.
+func TestChaos(t *testing.T) {
+	t.Parallel()
+	ctrd := startPrivateContainerd(t)
+	e := newPodEnv(t)
+	e.containerd = ctrd.sock
+	rt, ic := e.serve()
+	pull(t, ic, busyboxRef)
+	pull(t, ic, pause310)
+
+	var (
+		done       atomic.Int32 // lifecycles completed
+		kills      atomic.Int32
+		ctrdDowns  atomic.Int32
+		mu         sync.Mutex
+		sandboxes  []string
+		containers []string
+	)
+	stop := make(chan struct{})
+	killerDone := make(chan struct{})
+	go func() { // the chaos: peapod killed every 1-4 s, containerd restarted twice
+		defer close(killerDone)
+		r := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 7))
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(time.Second + time.Duration(r.IntN(3000))*time.Millisecond):
+			}
+			if n := int(ctrdDowns.Load()); n < 2 && int(done.Load()) >= (n+1)*chaosLifecycles/3 {
+				ctrdDowns.Add(1)
+				t.Logf("restarting containerd (%d lifecycles done)", done.Load())
+				ctrd.restart()
+				continue
+			}
+			e.d.signal(syscall.SIGKILL)
+			e.d.wait(10 * time.Second)
+			kills.Add(1)
+			e.start()
+		}
+	}()
+
+	var wg sync.WaitGroup
+	var failures atomic.Int32
+	per := chaosLifecycles / chaosClients
+	for c := range chaosClients {
+		wg.Go(func() {
+			cl := newChaosClient(t, e.socket)
+			defer cl.conn.Close()
+			for i := range per {
+				sb, ctr, err := cl.lifecycle(e, fmt.Sprintf("chaos-%d-%d", c, i), ctrdDowns.Load)
+				mu.Lock()
+				sandboxes, containers = append(sandboxes, sb), append(containers, ctr)
+				mu.Unlock()
+				if err != nil {
+					t.Errorf("client %d, lifecycle %d: %v", c, i, err)
+					if failures.Add(1) > 5 {
+						return
+					}
+					continue
+				}
+				done.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	close(stop)
+	<-killerDone
+	t.Logf("chaos: %d of %d lifecycles completed by %d clients, peapod SIGKILLed %d times, containerd restarted %d times",
+		done.Load(), chaosLifecycles, chaosClients, kills.Load(), ctrdDowns.Load())
+	if ctrdDowns.Load() < 2 && done.Load() == chaosLifecycles {
+		t.Errorf("containerd was restarted %d times, want 2", ctrdDowns.Load())
+	}
+
+	// A last, clean restart: what start-up recovery must leave.
+	e.d.signal(syscall.SIGKILL)
+	e.d.wait(10 * time.Second)
+	rt, _ = e.serve()
+	if list, err := rt.ListPodSandbox(callCtx(t), &runtime.ListPodSandboxRequest{}); err != nil || len(list.Items) != 0 {
+		t.Errorf("pods left: %v, %v", list.GetItems(), err)
+	}
+	var leaks []error
+	eventually(t, 30*time.Second, "nothing of any pod is left", func() error {
+		leaks = nil
+		for i, sb := range sandboxes {
+			if sb == "" {
+				continue
+			}
+			if err := e.leftovers(sb, containers[i]); err != nil {
+				leaks = append(leaks, err)
+			}
+		}
+		if err := e.leftovers(""); err != nil {
+			leaks = append(leaks, err)
+		}
+		if ls := e.leases(); len(ls) != 0 {
+			leaks = append(leaks, fmt.Errorf("containerd leases: %q", ls))
+		}
+		return errors.Join(leaks...)
+	})
+	t.Logf("leaks: %d", len(leaks))
+}
+
+// chaosClient is one CRI client of the chaos, with a short reconnect
+// backoff: peapod is away often and briefly.
+type chaosClient struct {
+	t    *testing.T
+	conn *grpc.ClientConn
+	rt   runtime.RuntimeServiceClient
+}
+
+func newChaosClient(t *testing.T, socket string) *chaosClient {
+	conn, err := grpc.NewClient("unix://"+socket,
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff:           backoff.Config{BaseDelay: 50 * time.Millisecond, Multiplier: 1.5, MaxDelay: 500 * time.Millisecond},
+			MinConnectTimeout: time.Second,
+		}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &chaosClient{t: t, conn: conn, rt: runtime.NewRuntimeServiceClient(conn)}
+}
+
+// do calls fn until it gets an answer from a peapod that was up for the
+// whole call: Unavailable (peapod down, or recovering) and a cut-off call
+// are tried again, for up to two minutes.
+func do[T any](what string, fn func(ctx context.Context) (T, error)) (T, error) {
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		v, err := fn(ctx)
+		cancel()
+		switch status.Code(err) {
+		case codes.Unavailable, codes.DeadlineExceeded, codes.Canceled:
+			if time.Now().After(deadline) {
+				return v, fmt.Errorf("%s: no answer in 2 minutes: %w", what, err)
+			}
+			time.Sleep(100 * time.Millisecond)
+			continue
+		}
+		return v, err
+	}
+}
+
+// lifecycle runs one pod through its life, each step tried again across
+// peapod's deaths, as the kubelet would; it returns the IDs of the pod and
+// its container (as far as they came to be).
+//
+// ctrdRestarts counts containerd's restarts: a container that exits while
+// containerd restarts may lose its exit code (containerd 2.x discards the
+// state of a task that exited when it reloads its shims), and is then 255,
+// as containerd's own CRI reports it too.
+func (cl *chaosClient) lifecycle(e *podEnv, name string, ctrdRestarts func() int32) (sbID, ctrID string, _ error) {
+	rt := cl.rt
+	cfg := e.podConfig(name)
+	cfg.Labels["chaos"] = name
+	cfg.PortMappings = []*runtime.PortMapping{{Protocol: runtime.Protocol_TCP, ContainerPort: 80, HostPort: int32(freePort(cl.t))}}
+
+	// RunPodSandbox: a call cut short may have made the pod: its retry
+	// answers AlreadyExists, and the pod is found by its label.
+	_, err := do("RunPodSandbox", func(ctx context.Context) (string, error) {
+		resp, err := rt.RunPodSandbox(ctx, &runtime.RunPodSandboxRequest{Config: cfg})
+		if status.Code(err) == codes.AlreadyExists {
+			err = nil
+		} else if err == nil {
+			sbID = resp.PodSandboxId
+		}
+		return "", err
+	})
+	if err != nil {
+		return "", "", err
+	}
+	if sbID == "" {
+		if sbID, err = cl.findPod(name); err != nil {
+			return "", "", err
+		}
+	}
+
+	ctrCfg := busybox("app", "trap 'exit 7' TERM; echo up; while true; do sleep 0.1; done")
+	_, err = do("CreateContainer", func(ctx context.Context) (string, error) {
+		resp, err := rt.CreateContainer(ctx, &runtime.CreateContainerRequest{PodSandboxId: sbID, Config: ctrCfg, SandboxConfig: cfg})
+		if status.Code(err) == codes.AlreadyExists {
+			err = nil
+		} else if err == nil {
+			ctrID = resp.ContainerId
+		}
+		return "", err
+	})
+	if err != nil {
+		return sbID, "", err
+	}
+	if ctrID == "" {
+		list, err := do("ListContainers", func(ctx context.Context) (*runtime.ListContainersResponse, error) {
+			return rt.ListContainers(ctx, &runtime.ListContainersRequest{Filter: &runtime.ContainerFilter{PodSandboxId: sbID}})
+		})
+		if err != nil || len(list.GetContainers()) != 1 {
+			return sbID, "", fmt.Errorf("finding the container created before a crash: %v, %v", list.GetContainers(), err)
+		}
+		ctrID = list.Containers[0].Id
+	}
+
+	// StartContainer: a start cut short is finished by recovery: the retry
+	// then finds it running.
+	_, err = do("StartContainer", func(ctx context.Context) (any, error) {
+		_, err := rt.StartContainer(ctx, &runtime.StartContainerRequest{ContainerId: ctrID})
+		if status.Code(err) == codes.FailedPrecondition {
+			st, serr := rt.ContainerStatus(ctx, &runtime.ContainerStatusRequest{ContainerId: ctrID})
+			if serr != nil {
+				return nil, serr
+			}
+			if st.GetStatus().GetState() == runtime.ContainerState_CONTAINER_RUNNING {
+				return nil, nil
+			}
+		}
+		return nil, err
+	})
+	if err != nil {
+		return sbID, ctrID, err
+	}
+
+	// What the client was told exists is listed, in the right state.
+	if err := cl.listed(sbID, ctrID); err != nil {
+		return sbID, ctrID, err
+	}
+	out, err := do("ExecSync", func(ctx context.Context) (*runtime.ExecSyncResponse, error) {
+		return rt.ExecSync(ctx, &runtime.ExecSyncRequest{ContainerId: ctrID, Cmd: []string{"echo", name}, Timeout: 10})
+	})
+	if err != nil || out.GetExitCode() != 0 || strings.TrimSpace(string(out.GetStdout())) != name {
+		return sbID, ctrID, fmt.Errorf("exec: %q, exit %d, %v", out.GetStdout(), out.GetExitCode(), err)
+	}
+
+	restartsBefore := ctrdRestarts()
+	if _, err := do("StopContainer", func(ctx context.Context) (any, error) {
+		_, err := rt.StopContainer(ctx, &runtime.StopContainerRequest{ContainerId: ctrID, Timeout: 5})
+		return nil, err
+	}); err != nil {
+		return sbID, ctrID, err
+	}
+	st, err := do("ContainerStatus", func(ctx context.Context) (*runtime.ContainerStatusResponse, error) {
+		return rt.ContainerStatus(ctx, &runtime.ContainerStatusRequest{ContainerId: ctrID})
+	})
+	if err != nil {
+		return sbID, ctrID, err
+	}
+	if s := st.GetStatus(); s.GetState() == runtime.ContainerState_CONTAINER_EXITED && s.GetExitCode() == 255 && ctrdRestarts() != restartsBefore {
+		cl.t.Logf("%s: exit code lost across a restart of containerd (255)", name)
+	} else if s.GetState() != runtime.ContainerState_CONTAINER_EXITED || s.GetExitCode() != 7 {
+		return sbID, ctrID, fmt.Errorf("stopped container: %s, exit %d; want EXITED, 7 (its TERM trap)", s.GetState(), s.GetExitCode())
+	}
+
+	for _, step := range []func(ctx context.Context) error{
+		func(ctx context.Context) error {
+			_, err := rt.StopPodSandbox(ctx, &runtime.StopPodSandboxRequest{PodSandboxId: sbID})
+			return err
+		},
+		func(ctx context.Context) error {
+			_, err := rt.RemovePodSandbox(ctx, &runtime.RemovePodSandboxRequest{PodSandboxId: sbID})
+			return err
+		},
+	} {
+		if _, err := do("Stop/RemovePodSandbox", func(ctx context.Context) (any, error) { return nil, step(ctx) }); err != nil {
+			return sbID, ctrID, err
+		}
+	}
+	if _, err := do("PodSandboxStatus", func(ctx context.Context) (any, error) {
+		_, err := rt.PodSandboxStatus(ctx, &runtime.PodSandboxStatusRequest{PodSandboxId: sbID})
+		if status.Code(err) == codes.NotFound {
+			return nil, nil
+		}
+		if err == nil {
+			err = errors.New("the removed pod is still there")
+		}
+		return nil, err
+	}); err != nil {
+		return sbID, ctrID, err
+	}
+	return sbID, ctrID, nil
+}
+
+func (cl *chaosClient) findPod(name string) (string, error) {
+	list, err := do("ListPodSandbox", func(ctx context.Context) (*runtime.ListPodSandboxResponse, error) {
+		return cl.rt.ListPodSandbox(ctx, &runtime.ListPodSandboxRequest{Filter: &runtime.PodSandboxFilter{LabelSelector: map[string]string{"chaos": name}}})
+	})
+	if err != nil || len(list.GetItems()) != 1 {
+		return "", fmt.Errorf("finding pod %s made before a crash: %v, %v", name, list.GetItems(), err)
+	}
+	return list.Items[0].Id, nil
+}
+
+// listed checks that the pod is listed ready and its container running.
+func (cl *chaosClient) listed(sbID, ctrID string) error {
+	pods, err := do("ListPodSandbox", func(ctx context.Context) (*runtime.ListPodSandboxResponse, error) {
+		return cl.rt.ListPodSandbox(ctx, &runtime.ListPodSandboxRequest{Filter: &runtime.PodSandboxFilter{Id: sbID}})
+	})
+	if err != nil || len(pods.GetItems()) != 1 || pods.Items[0].State != runtime.PodSandboxState_SANDBOX_READY {
+		return fmt.Errorf("pod %s listed as %v (%v), want ready", sbID, pods.GetItems(), err)
+	}
+	ctrs, err := do("ListContainers", func(ctx context.Context) (*runtime.ListContainersResponse, error) {
+		return cl.rt.ListContainers(ctx, &runtime.ListContainersRequest{Filter: &runtime.ContainerFilter{Id: ctrID}})
+	})
+	if err != nil || len(ctrs.GetContainers()) != 1 || ctrs.Containers[0].State != runtime.ContainerState_CONTAINER_RUNNING {
+		return fmt.Errorf("container %s listed as %v (%v), want running", ctrID, ctrs.GetContainers(), err)
+	}
+	return nil
+}
+
+// leases lists every containerd lease in the env's namespace.
+func (e *podEnv) leases() []string {
+	ctx, cancel := e.ctrdCtx()
+	defer cancel()
+	ls, err := e.ctrd().LeasesService().List(ctx)
+	if err != nil {
+		e.t.Fatalf("listing leases: %v", err)
+	}
+	var out []string
+	for _, l := range ls {
+		out = append(out, fmt.Sprintf("%s %v", l.ID, l.Labels))
+	}
+	return out
+}
+
+// privateContainerd is a containerd of the test's own, which it restarts.
+type privateContainerd struct {
+	t      *testing.T
+	bin    string
+	dir    string
+	sock   string
+	cmd    *exec.Cmd
+	exited chan struct{}
+}
+
+// startPrivateContainerd runs the containerd of PEAPOD_TEST_CONTAINERD_BIN
+// with a root, state and sockets of its own and no CRI plugin; it stops
+// (and its shims are ended) when the test ends.
+func startPrivateContainerd(t *testing.T) *privateContainerd {
+	t.Helper()
+	bin := os.Getenv(containerdBinEnv)
+	if bin == "" {
+		t.Fatalf("%s is not set: set it to a containerd binary (the Makefile's integration target does)", containerdBinEnv)
+	}
+	dir := tempDir(t)
+	c := &privateContainerd{t: t, bin: bin, dir: dir, sock: filepath.Join(dir, "c.sock")}
+	config := fmt.Sprintf(`version = 2
+root = %q
+state = %q
+disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.cri.v1.runtime", "io.containerd.cri.v1.images", "io.containerd.nri.v1.nri"]
+[grpc]
+  address = %q
+[ttrpc]
+  address = %q
+[debug]
+  address = ""
+[metrics]
+  address = ""
+`, filepath.Join(dir, "root"), filepath.Join(dir, "state"), c.sock, c.sock+".ttrpc")
+	if err := os.WriteFile(filepath.Join(dir, "config.toml"), []byte(config), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c.start()
+	t.Cleanup(c.stop)
+	return c
+}
+
+func (c *privateContainerd) start() {
+	c.t.Helper()
+	log, err := os.OpenFile(filepath.Join(c.dir, "containerd.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	cmd := exec.Command(c.bin, "--config", filepath.Join(c.dir, "config.toml"))
+	// The shim (and the runc it runs) beside the binary come first.
+	cmd.Env = append(os.Environ(), "PATH="+filepath.Dir(c.bin)+":/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+	cmd.Stdout, cmd.Stderr = log, log
+	if err := cmd.Start(); err != nil {
+		c.t.Fatalf("starting %s: %v", c.bin, err)
+	}
+	log.Close()
+	c.cmd, c.exited = cmd, make(chan struct{})
+	go func() { cmd.Wait(); close(c.exited) }()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if _, err := os.Stat(c.sock); err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			c.t.Fatalf("containerd %s did not come up on %s", c.bin, c.sock)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// restart stops containerd (SIGTERM: its shims, and the containers, go on)
+// and starts it again.
+func (c *privateContainerd) restart() {
+	c.t.Helper()
+	c.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-c.exited:
+	case <-time.After(30 * time.Second):
+		c.cmd.Process.Kill()
+		<-c.exited
+	}
+	os.Remove(c.sock)
+	c.start()
+}
+
+func (c *privateContainerd) stop() {
+	c.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-c.exited:
+	case <-time.After(30 * time.Second):
+		c.cmd.Process.Kill()
+		<-c.exited
+	}
+}
+
+// A restart of containerd loses no task: a pod's containers keep running,
+// peapod keeps reporting them running, and a stop after it records the
+// container's own exit code.
+func TestContainerdRestartKeepsTasks(t *testing.T) {
+	t.Parallel()
+	ctrd := startPrivateContainerd(t)
+	e := newPodEnv(t)
+	e.containerd = ctrd.sock
+	rt, ic := e.serve()
+	pull(t, ic, busyboxRef)
+	cfg := e.podConfig("survivor")
+	sbID := runPod(t, rt, cfg)
+	id := startContainer(t, rt, sbID, cfg, busybox("app", "trap 'exit 7' TERM; while true; do sleep 0.1; done"))
+	ctrd.restart()
+	time.Sleep(2 * time.Second) // peapod resubscribes and resyncs
+	if ts := e.taskStatus(id); ts != "running" {
+		t.Errorf("the container's task after containerd's restart: %q, want running", ts)
+	}
+	if st := containerStatus(t, rt, id).GetStatus(); st.GetState() != runtime.ContainerState_CONTAINER_RUNNING {
+		t.Errorf("container after containerd's restart: %s, exit %d, want RUNNING", st.GetState(), st.GetExitCode())
+	}
+	if _, err := rt.StopContainer(podCtx(t), &runtime.StopContainerRequest{ContainerId: id, Timeout: 10}); err != nil {
+		t.Fatalf("StopContainer: %v", err)
+	}
+	if st := containerStatus(t, rt, id).GetStatus(); st.GetExitCode() != 7 {
+		t.Errorf("exit code %d, want 7 (its TERM trap)", st.GetExitCode())
+	}
+	if t.Failed() {
+		b, _ := os.ReadFile(filepath.Join(ctrd.dir, "containerd.log"))
+		t.Logf("containerd log:\n%s", tail(string(b), 6000))
+	}
+}
+
+// A container that exits while containerd is restarting keeps its exit code.
+func TestExitDuringContainerdRestart(t *testing.T) {
+	t.Parallel()
+	ctrd := startPrivateContainerd(t)
+	e := newPodEnv(t)
+	e.containerd = ctrd.sock
+	rt, ic := e.serve()
+	pull(t, ic, busyboxRef)
+	cfg := e.podConfig("exit-in-restart")
+	sbID := runPod(t, rt, cfg)
+	id := startContainer(t, rt, sbID, cfg, busybox("app", "trap 'sleep 0.3; exit 7' TERM; while true; do sleep 0.1; done"))
+	stopped := make(chan error, 1)
+	go func() {
+		_, err := rt.StopContainer(podCtx(t), &runtime.StopContainerRequest{ContainerId: id, Timeout: 10})
+		stopped <- err
+	}()
+	time.Sleep(100 * time.Millisecond)
+	ctrd.restart()
+	err := <-stopped
+	t.Logf("StopContainer across the restart: %v", err)
+	eventually(t, 20*time.Second, "the exit is recorded", func() error {
+		if _, err := rt.StopContainer(podCtx(t), &runtime.StopContainerRequest{ContainerId: id, Timeout: 10}); err != nil {
+			return err
+		}
+		st := containerStatus(t, rt, id).GetStatus()
+		if st.GetState() != runtime.ContainerState_CONTAINER_EXITED || st.GetExitCode() != 7 {
+			return fmt.Errorf("%s, exit %d; want EXITED, 7", st.GetState(), st.GetExitCode())
+		}
+		return nil
+	})
+	if t.Failed() {
+		b, _ := os.ReadFile(filepath.Join(ctrd.dir, "containerd.log"))
+		t.Logf("containerd log:\n%s", tail(string(b), 8000))
+		t.Logf("peapod log:\n%s", tail(e.d.stderr.String(), 8000))
+	}
+}
