@@ -187,21 +187,37 @@ func (l *criLog) close() {
 	}
 }
 
-// copyLines reads one stream to its end, writing an entry per line.
+// copyLines reads one stream to its end, writing an entry per line: "F"
+// for a line ended by a newline (with "\r\n" as one), "P" for a piece of a
+// line longer than maxLogLine and for text the stream ends with no newline
+// after, as containerd's CRI writes them. The kubelet reads a container's
+// last words for its termination message (FallbackToLogsOnError) from
+// them, and a "P" adds no newline that the container did not write.
 func (l *criLog) copyLines(r io.Reader, stream string) {
 	br := bufio.NewReaderSize(r, maxLogLine)
 	for {
-		line, isPrefix, err := br.ReadLine()
-		if len(line) > 0 || (err == nil && !isPrefix) {
-			tag := "F"
-			if isPrefix {
-				tag = "P"
+		line, err := br.ReadSlice('\n')
+		switch {
+		case err == bufio.ErrBufferFull:
+			if n := len(line); n > 0 && line[n-1] == '\r' {
+				// A "\r\n" straddling the buffer stays whole for the next entry.
+				_ = br.UnreadByte()
+				line = line[:n-1]
 			}
-			l.write(stream, tag, line)
+			l.write(stream, "P", line)
+			continue
+		case err == nil:
+			line = line[:len(line)-1]
+			if n := len(line); n > 0 && line[n-1] == '\r' {
+				line = line[:n-1]
+			}
+			l.write(stream, "F", line)
+			continue
 		}
-		if err != nil {
-			return
+		if len(line) > 0 { // the end of the stream, with no newline
+			l.write(stream, "P", line)
 		}
+		return
 	}
 }
 

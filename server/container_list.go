@@ -29,7 +29,7 @@ func (s *Service) ListContainers(ctx context.Context, r *runtime.ListContainersR
 			Id:           c.ID,
 			PodSandboxId: c.SandboxID,
 			Metadata:     c.Config.GetMetadata(),
-			Image:        c.Config.GetImage(),
+			Image:        s.statusImage(ctx, c),
 			ImageRef:     s.imageRef(ctx, c.ImageID),
 			ImageId:      c.ImageID,
 			State:        state,

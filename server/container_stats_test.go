@@ -48,3 +48,28 @@ func TestListContainerStatsSkipsABrokenContainer(t *testing.T) {
 		t.Errorf("stats of %v, want good1 and good2", ids)
 	}
 }
+
+// The image a container's status names: what the user asked for, else a
+// tag when the config names the image by ID, else the config's.
+func TestStatusImage(t *testing.T) {
+	s := &Service{images: testImages()}
+	mk := func(spec *runtime.ImageSpec) container.Container {
+		return container.Container{Record: container.Record{Metadata: container.Metadata{ID: "c", ImageID: busyboxID}},
+			Config: &runtime.ContainerConfig{Image: spec}}
+	}
+	cases := []struct {
+		name string
+		spec *runtime.ImageSpec
+		want string
+	}{
+		{"kubelet: ID plus the user's image", &runtime.ImageSpec{Image: busyboxID, UserSpecifiedImage: "busybox:1.36"}, "busybox:1.36"},
+		{"ID alone", &runtime.ImageSpec{Image: busyboxID}, busyboxTag},
+		{"short ID alone", &runtime.ImageSpec{Image: busyboxID[7:19]}, busyboxTag},
+		{"a reference", &runtime.ImageSpec{Image: "busybox:1.36"}, "busybox:1.36"},
+	}
+	for _, tc := range cases {
+		if got := s.statusImage(context.Background(), mk(tc.spec)).GetImage(); got != tc.want {
+			t.Errorf("%s: status image %q, want %q", tc.name, got, tc.want)
+		}
+	}
+}

@@ -4,9 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/containerd/errdefs"
+	"google.golang.org/protobuf/proto"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/peapod-cri/peapod/container"
@@ -43,7 +45,7 @@ func (s *Service) containerStatus(ctx context.Context, c container.Container) *r
 		StartedAt:   unixNano(c.StartedAt),
 		FinishedAt:  unixNano(c.FinishedAt),
 		ExitCode:    c.ExitCode,
-		Image:       cfg.GetImage(),
+		Image:       s.statusImage(ctx, c),
 		ImageRef:    s.imageRef(ctx, c.ImageID),
 		ImageId:     c.ImageID,
 		Reason:      c.Reason,
@@ -70,6 +72,29 @@ func (s *Service) containerStatus(ctx context.Context, c container.Container) *r
 
 // imageRef is the image's digest reference where it has one, else its ID,
 // as the kubelet reports it in pod status.
+// statusImage is the image a container's status names: the one the user
+// asked for (the kubelet creates containers from the image's ID, and passes
+// the pod's image as user_specified_image), else a tag of the image when the
+// config names it by ID, as containerd's CRI does; else the config's. (A
+// repo tag alone, containerd's choice, can be another tag of the same
+// image than the pod's: node conformance's image-update specs then fail.)
+func (s *Service) statusImage(ctx context.Context, c container.Container) *runtime.ImageSpec {
+	spec := c.Config.GetImage()
+	if spec.GetUserSpecifiedImage() != "" {
+		out := proto.Clone(spec).(*runtime.ImageSpec)
+		out.Image = spec.GetUserSpecifiedImage()
+		return out
+	}
+	if img, err := s.images.Get(ctx, c.ImageID); err == nil && (spec.GetImage() == img.ID || strings.HasPrefix(img.ID, "sha256:"+spec.GetImage())) {
+		if tags := img.RepoTags(); len(tags) > 0 {
+			out := proto.Clone(spec).(*runtime.ImageSpec)
+			out.Image = tags[0]
+			return out
+		}
+	}
+	return spec
+}
+
 func (s *Service) imageRef(ctx context.Context, id string) string {
 	if img, err := s.images.Get(ctx, id); err == nil {
 		if d := img.RepoDigests(); len(d) > 0 {
