@@ -3,6 +3,8 @@
 #   make run          start peapod (and what it needs) ready for crictl
 #   make test         unit + integration + conformance tests (what CI runs)
 #   make kubelet      the kubelet end-to-end suite, peapod beside containerd's CRI
+#   make node-conformance   Kubernetes node conformance, peapod beside containerd's CRI
+#                           (make test runs the subset in conformance/node-conformance-ci.txt)
 #   make bench        benchmarks, peapod beside containerd's built-in CRI
 #   make lint         gofmt + go vet
 #   make clean        remove build outputs
@@ -14,10 +16,10 @@ PKG       := github.com/peapod-cri/peapod
 VERSION   ?= $(shell git describe --tags --match 'v*' 2>/dev/null || echo v0.1.0-dev)
 REVISION  ?= $(shell git rev-parse HEAD 2>/dev/null)
 LDFLAGS   := -X $(PKG)/version.Version=$(VERSION) -X $(PKG)/version.Revision=$(REVISION)
-# Which lab containerd the integration tests talk to (2.4 or 1.6).
-INTEGRATION_CONTAINERD ?= 2.4
+# Which lab containerds the integration tests run against, in turn.
+INTEGRATION_CONTAINERD ?= 2.4 1.6
 
-.PHONY: all build run test test-unit test-integration conformance kubelet bench lint clean
+.PHONY: all build run test test-unit test-integration conformance kubelet node-conformance node-conformance-ci bench lint clean
 
 all: build
 
@@ -28,24 +30,33 @@ build:
 run:
 	bash conformance/up.sh
 
-test: lint test-unit test-integration conformance kubelet
+test: lint test-unit test-integration conformance kubelet node-conformance-ci
 
 test-unit:
 	$(GO) test -count=1 ./...
 
 test-integration: build
 	bash conformance/prepare.sh
-	bash conformance/containerd.sh up $(INTEGRATION_CONTAINERD)
-	PEAPOD_TEST_CONTAINERD=$$(bash conformance/containerd.sh address $(INTEGRATION_CONTAINERD)) \
-		PEAPOD_TEST_CONTAINERD_BIN=$$(bash conformance/containerd.sh binary $(INTEGRATION_CONTAINERD)) \
+	set -e; for t in $(INTEGRATION_CONTAINERD); do \
+		echo "== integration tests on containerd $$t"; \
+		bash conformance/containerd.sh up $$t; \
+		PEAPOD_TEST_CONTAINERD=$$(bash conformance/containerd.sh address $$t) \
+		PEAPOD_TEST_CONTAINERD_BIN=$$(bash conformance/containerd.sh binary $$t) \
 		PEAPOD_TEST_RUNC=$$(bash -c '. conformance/lib.sh && echo $$LAB_BIN/runc') \
-		$(GO) test -count=1 -tags integration ./integration/...
+		$(GO) test -count=1 -timeout 30m -tags integration ./integration/...; \
+	done
 
 conformance: build
 	bash conformance/run.sh
 
 kubelet: build
 	bash conformance/kubelet.sh
+
+node-conformance: build
+	bash conformance/node-conformance.sh
+
+node-conformance-ci: build
+	bash conformance/node-conformance.sh --subset ci
 
 bench: build
 	$(GO) test -run '^$$' -bench . -benchmem ./...

@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # Builds the lab's pinned tools from the Go module proxy into $LAB_BIN:
 # containerd 2.4.2 (+ shim, ctr), runc 1.5.2, critest, crictl and ginkgo from cri-tools 1.36.0,
-# the kubelet and e2e_node.test from Kubernetes 1.34.4;
-# and CRIU 4.1.1 from Debian's source archive into /usr/local/sbin (see build_criu).
+# the kubelet and agnhost (with --node-conformance also e2e_node.test) from Kubernetes 1.34.4;
+# CRIU 4.2.1 from Debian's source archive into /usr/local/sbin (see build_criu), and
+# BusyBox 1.37.0 from Debian's source archive for node conformance's images.
 # A tool is rebuilt only when its pinned inputs change, so re-runs take seconds.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
+
+node_conformance=0
+[ "${1:-}" != --node-conformance ] || node_conformance=1
 
 mkdir -p "$LAB_BIN"
 
@@ -44,16 +48,25 @@ build critools crictl \
 build critools ginkgo \
 	go build -trimpath -o "$LAB_BIN/ginkgo" github.com/onsi/ginkgo/v2/ginkgo
 
-# The kubelet and Kubernetes' node conformance suite (e2e_node.test), v1.34.4:
-# 1.35 refuses cgroup v1 by default. e2e_node.test runs the kubelet it finds
-# beside itself, so both go into $LAB_BIN. About 6 and 8 minutes on 2 cores.
+# The kubelet and, with --node-conformance, Kubernetes' node conformance suite
+# (e2e_node.test), v1.34.4: 1.35 refuses cgroup v1 by default. e2e_node.test
+# runs the kubelet it finds beside itself, so both go into $LAB_BIN. About 6
+# and 8 minutes on 2 cores.
 k8s=k8s.io/component-base/version
 k8sver="-X $k8s.gitVersion=v1.34.4 -X $k8s.gitMajor=1 -X $k8s.gitMinor=34 -X $k8s.gitTreeState=clean"
 build kubernetes kubelet \
 	env CGO_ENABLED=0 go build -trimpath -tags "selinux notest grpcnotrace" -ldflags "-s -w $k8sver" \
 	-o "$LAB_BIN/kubelet" k8s.io/kubernetes/cmd/kubelet
-build kubernetes e2e_node.test \
-	go test -c -trimpath -ldflags "-s -w $k8sver" -o "$LAB_BIN/e2e_node.test" k8s.io/kubernetes/test/e2e_node
+if [ "$node_conformance" = 1 ]; then
+	build kubernetes e2e_node.test \
+		go test -c -trimpath -ldflags "-s -w $k8sver" -o "$LAB_BIN/e2e_node.test" k8s.io/kubernetes/test/e2e_node
+	# The ginkgo CLI at the version e2e_node.test is built with, to run it in parallel.
+	build kubernetes ginkgo-k8s \
+		go build -trimpath -o "$LAB_BIN/ginkgo-k8s" github.com/onsi/ginkgo/v2/ginkgo
+fi
+# agnhost, the program in most e2e pods (images/build.sh puts it in agnhost:2.56).
+build kubernetes agnhost \
+	env CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$LAB_BIN/agnhost" k8s.io/kubernetes/test/images/agnhost
 
 # CRIU, for checkpoints. Debian 12's CRIU 3.17 cannot run on this kernel (6.13+
 # moved the vDSO data pages: "Unexpected rt vDSO area bounds"), and 4.1 hangs
@@ -89,5 +102,44 @@ build_criu() {
 	install -m 0755 "$LAB_BIN/criu" /usr/local/sbin/criu
 }
 build_criu
+
+# BusyBox 1.37.0, for node conformance's busybox:1.37.0-1 and agnhost images
+# (images/build.sh). Debian 12's BusyBox 1.35 differs from it where the specs
+# look: no nmeter applet (the lifecycle specs' millisecond clock), and a sh
+# that drops environment variables whose names are not identifiers (the
+# ConfigMap and Secret specs' "data-1"). Its source comes from Debian's
+# archive (Debian 13's BusyBox), pinned by digest; upstream's defconfig, less
+# tc, whose traffic-control headers this kernel's no longer have. About a
+# minute on 2 cores.
+busybox_version=1.37.0
+busybox_sha256=3311dff32e746499f4df0d5df04d7eb396382d7e108bb9250e7b519b837043a4
+build_busybox() {
+	local want="$busybox_version $busybox_sha256" stamp=$LAB_BIN/.busybox-$busybox_version.stamp
+	local src=$LAB_CACHE/src/busybox_$busybox_version.orig.tar.bz2
+	if [ -x "$LAB_BIN/busybox-$busybox_version" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then
+		return 0
+	fi
+	log "building busybox $busybox_version"
+	mkdir -p "$(dirname "$src")"
+	if ! echo "$busybox_sha256  $src" | sha256sum -c --status 2>/dev/null; then
+		curl -fsS --retry 3 -o "$src.tmp" \
+			"http://deb.debian.org/debian/pool/main/b/busybox/busybox_$busybox_version.orig.tar.bz2"
+		echo "$busybox_sha256  $src.tmp" | sha256sum -c --status || die "busybox source: digest mismatch"
+		mv "$src.tmp" "$src"
+	fi
+	local work
+	work=$(mktemp -d)
+	tar -xjf "$src" -C "$work"
+	(
+		cd "$work/busybox-$busybox_version"
+		make defconfig >/dev/null
+		sed -i 's/^CONFIG_TC=y/# CONFIG_TC is not set/' .config
+		make -j"$(nproc)" busybox >"$work/build.log" 2>&1
+	) || { tail -30 "$work/build.log" >&2; die "busybox build failed"; }
+	install -m 0755 "$work/busybox-$busybox_version/busybox" "$LAB_BIN/busybox-$busybox_version"
+	rm -rf "$work"
+	echo "$want" >"$stamp"
+}
+build_busybox
 
 log "tools ready in $LAB_BIN"

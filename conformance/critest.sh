@@ -7,15 +7,13 @@
 #   --websocket: the streaming specs' exec, attach and port-forward go over
 #     WebSocket (critest -websocket-exec/-attach/-portforward), not SPDY.
 #   --summarize-only: do not run critest, summarize the last report of <name> again.
-# Exit status: 1 on a failure that is neither unavoidable here (see cannot_pass)
-# nor listed in --expected FILE (one full spec name a line, # comments).
+# Exit status: 1 on a failure that is neither unavoidable here
+# (critest-cannot-pass.txt) nor listed in --expected FILE (ginkgo-summary.sh).
 # The last line is always "critest <name>: N passed, N failed, N skipped".
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
-# Specs that cannot pass on this host: a pull by a pinned upstream digest
-# (offline), and AppArmor (not on this kernel). Matched against full names.
-cannot_pass='public image with digest should be pulled and removed|[Aa]pp[Aa]rmor'
+# Specs that cannot pass on this host, with the reason: critest-cannot-pass.txt.
 : "${LAB_BENCH_N:=20}"   # samples per benchmark
 
 endpoint= name= parallel=1 focus= skip= bench=0 expected= again=0 websocket=0
@@ -83,59 +81,6 @@ run_critest() {
 [ -s "$out/report.json" ] || die "critest exited $rc without a report (see $out/critest.log)"
 [ ! -s "$out/benchmark-params.yaml" ] || bench=1
 
-# One line per It spec: state<TAB>full name<TAB>reason: the failure/skip message
-# up to gomega's struct dump, on one line.
-# Specs filtered out by focus/skip are "skipped" without a message: not counted.
-jq -r '.[].SpecReports[] | select(.LeafNodeType == "It")
-	| [ (if (.State == "skipped" and ((.Failure.Message // "") == "")) then "filtered"
-	     elif .State == "passed" or .State == "skipped" or .State == "pending" then .State
-	     else "failed" end),
-	    ((.ContainerHierarchyTexts // []) + [.LeafNodeText] | join(" ")),
-	    ((.Failure.Message // "") | split("\n") | map(gsub("^\\s+|\\s+$"; ""))
-	     | (first(range(length) as $i | select(.[$i] == "{") | $i) // length) as $n | .[:$n]
-	     | map(select(length > 0 and (test("^<[^>]*>:$") | not))) | join(" ")
-	     | if length > 240 then .[:240] + "…" else . end) ]
-	| @tsv' "$out/report.json" >"$out/specs.tsv"
-
-count() { awk -F'\t' -v s="$1" '$1 == s' "$out/specs.tsv" | wc -l; }
-npass=$(count passed) nfail=$(count failed) nskip=$(count skipped)
-echo
-echo "== critest $name: $(count filtered) specs not selected, run time ${secs}s"
-
-awk -F'\t' '$1 == "failed"' "$out/specs.tsv" >"$out/failed.tsv"
-grep -E "$cannot_pass" "$out/failed.tsv" >"$out/cannot-pass.tsv" || true
-grep -vE "$cannot_pass" "$out/failed.tsv" >"$out/real-failed.tsv" || true
-
-if [ -s "$out/cannot-pass.tsv" ] || grep -qE "$cannot_pass" <(awk -F'\t' '$1 == "skipped"' "$out/specs.tsv"); then
-	echo "-- cannot pass on this host (not counted against the result):"
-	awk -F'\t' -v re="$cannot_pass" '$2 ~ re && ($1 == "failed" || $1 == "skipped") {
-		printf "   %-7s %s\n", $1, $2; if ($1 == "failed") printf "           %s\n", $3 }' "$out/specs.tsv"
-fi
-if [ -s "$out/real-failed.tsv" ]; then
-	echo "-- failed:"
-	awk -F'\t' '{printf "   %s\n       %s\n", $2, $3}' "$out/real-failed.tsv"
-fi
-other_skips=$(awk -F'\t' -v re="$cannot_pass" '$1 == "skipped" && $2 !~ re' "$out/specs.tsv")
-if [ -n "$other_skips" ]; then
-	echo "-- skipped at run time:"
-	printf '%s\n' "$other_skips" | awk -F'\t' '{printf "   %s\n       %s\n", $2, $3}'
-fi
-
-status=0
-if [ -n "$expected" ]; then
-	known=$(sed -e 's/[[:space:]]*#.*//' -e 's/[[:space:]]*$//' -e '/^$/d' "$expected")
-	while IFS=$'\t' read -r _ spec _; do
-		grep -qxF -- "$spec" <<<"$known" || { echo "unexpected failure: $spec"; status=1; }
-	done <"$out/real-failed.tsv"
-	while IFS= read -r spec; do
-		if awk -F'\t' -v s="$spec" '$1 == "passed" && $2 == s {f=1} END {exit !f}' "$out/specs.tsv"; then
-			echo "now passes — remove it from the list: $spec"
-		fi
-	done <<<"$known"
-elif [ -s "$out/real-failed.tsv" ]; then
-	status=1
-fi
-
 if [ "$bench" = 1 ]; then
 	echo "-- benchmark latencies (ms):"
 	printf '   %-42s %8s %8s %4s\n' operation p50 p95 n
@@ -157,6 +102,5 @@ if [ "$bench" = 1 ]; then
 		awk -F'\t' '{printf "   %-42s %8.2f %8.2f %4d\n", $1, $2, $3, $4}'
 fi
 
-[ "$rc" = 0 ] || [ -s "$out/failed.tsv" ] || { echo "critest exited $rc with no failed spec (see $out/critest.log)"; status=1; }
-echo "critest $name: $npass passed, $nfail failed, $nskip skipped"
-exit $status
+exec "$LAB_DIR/ginkgo-summary.sh" --report "$out/report.json" --out "$out" --suite critest --name "$name" \
+	--cannot-pass "$LAB_DIR/critest-cannot-pass.txt" ${expected:+--expected "$expected"} --rc "$rc" --secs "$secs"

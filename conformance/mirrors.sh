@@ -14,7 +14,8 @@ set -euo pipefail
 # Hosts named in cri-tools v1.36.0 pkg/{validate,benchmark,framework} plus docker.io.
 LAB_MIRROR_HOSTS=(registry.k8s.io k8s.gcr.io gcr.io docker.io public.ecr.aws)
 # Extra names only for the /etc/hosts guard (docker.io's default endpoint).
-guard_names=("${LAB_MIRROR_HOSTS[@]}" registry-1.docker.io index.docker.io)
+# invalid.registry.k8s.io is node conformance's image that must fail to pull.
+guard_names=("${LAB_MIRROR_HOSTS[@]}" registry-1.docker.io index.docker.io invalid.registry.k8s.io)
 
 begin='# >>> peapod-lab registry guard >>>'
 end='# <<< peapod-lab registry guard <<<'

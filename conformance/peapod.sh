@@ -31,8 +31,13 @@ up)
 	[ $# -ge 1 ] || usage
 	ctrd=$1; shift
 	if pid_alive "$pidfile" && serving; then
-		log "peapod $name already serving $sock (pid $(cat "$pidfile"))"
-		exit 0
+		# A peapod started from a binary rebuilt since runs old code: restart it.
+		if [[ "$(readlink "/proc/$(cat "$pidfile")/exe")" != *" (deleted)" ]]; then
+			log "peapod $name already serving $sock (pid $(cat "$pidfile"))"
+			exit 0
+		fi
+		log "peapod $name runs a binary rebuilt since it started: restarting it"
+		stop_pidfile "$pidfile"
 	fi
 	[ -x "$REPO_DIR/bin/peapod" ] || make -s -C "$REPO_DIR" build
 	mkdir -p "$LAB_RUN" "$(dirname "$logfile")"

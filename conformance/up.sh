@@ -21,6 +21,7 @@ fi
 "$LAB_DIR/peapod.sh" up main "$ctrd"
 
 ln -sf "$LAB_BIN/crictl" /usr/local/bin/crictl
+ln -sf "$LAB_BIN/kubelet" /usr/local/bin/kubelet    # for the README's kubelet walkthrough
 if [ ! -e /etc/crictl.yaml ]; then
 	cat >/etc/crictl.yaml <<'EOC'
 runtime-endpoint: unix:///run/peapod/peapod.sock
@@ -31,6 +32,6 @@ fi
 cat <<EOM
 
 peapod is serving unix:///run/peapod/peapod.sock (containerd: $ctrd).
-  crictl version        crictl info
+  crictl version        crictl info        kubelet: see the README's "Using it with the kubelet"
   logs: $LAB_STATE/logs/peapod-main.log      stop: conformance/peapod.sh down main
 EOM

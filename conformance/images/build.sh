@@ -41,7 +41,7 @@ ensure_packages() {
 	for pair in /usr/bin/busybox:busybox /usr/bin/toybox:toybox /usr/bin/ipcs:util-linux \
 		/usr/sbin/nginx:nginx-light /etc/nginx/mime.types:nginx-common /usr/bin/gcc:gcc \
 		/usr/lib/$MULTIARCH/libc.a:libc6-dev /usr/bin/skopeo:skopeo /usr/bin/jq:jq \
-		/usr/bin/docker-registry:docker-registry /usr/bin/curl:curl; do
+		/usr/bin/docker-registry:docker-registry /usr/bin/curl:curl /bin/nc.openbsd:netcat-openbsd; do
 		[ -e "${pair%%:*}" ] || missing+=("${pair#*:}")
 	done
 	[ ${#missing[@]} -eq 0 ] && return 0
@@ -367,6 +367,51 @@ stage_predefined_group() {
 	chown 1000:1000 "$r/home/default-user"
 }
 
+# e2e-base: node conformance's busybox, as upstream's busybox:1.37.0-1 image is: BusyBox
+# 1.37.0 (build-tools.sh builds it from Debian's source archive) with every applet a hard
+# link in /bin, its glibc libraries, and busybox-style users. Debian's BusyBox 1.35 of
+# the base layer lacks nmeter and its sh drops environment variables whose names are not
+# identifiers, both of which node conformance's specs rely on.
+stage_e2e_base() {
+	local r=$STAGE/e2e-base a bb=$LAB_BIN/busybox-1.37.0
+	[ -x "$bb" ] || die "$bb missing (run build-tools.sh)"
+	mkdir -p "$r"/{bin,sbin,dev,etc,home,proc,root,sys,tmp,lib64,usr/bin,usr/sbin} "$r"/var/{log,run,www}
+	chmod 1777 "$r/tmp"
+	chmod 700 "$r/root"
+	cp "$bb" "$r/bin/busybox"
+	for a in $("$bb" --list); do [ "$a" = busybox ] || ln "$r/bin/busybox" "$r/bin/$a"; done
+	copy_libs "$r" "" "$bb"
+	ln -s /lib/$MULTIARCH/ld-linux-x86-64.so.2 "$r/lib64/ld-linux-x86-64.so.2"
+	printf '%s\n' "$PASSWD" >"$r/etc/passwd"
+	printf '%s\n' "$GROUP" >"$r/etc/group"
+	printf 'passwd: files\ngroup: files\nshadow: files\nhosts: files dns\n' >"$r/etc/nsswitch.conf"
+	chown -R 0:0 "$r"
+}
+
+# agnhost, as upstream's image: the agnhost program (built from k8s.io/kubernetes by
+# build-tools.sh) at /agnhost and /agnhost-2, curl, OpenBSD's nc and bash (the e2e
+# framework's commands), porter's test certificate, /uploads, and the image's user 1000 in group
+# 50000. Upstream's alpine becomes the busybox base (its nc, ip and wget).
+stage_agnhost() {
+	local r=$STAGE/agnhost porter
+	porter=$(go env GOMODCACHE)/k8s.io/kubernetes@v1.34.4/test/images/agnhost/porter
+	[ -x "$LAB_BIN/agnhost" ] || die "$LAB_BIN/agnhost missing (run build-tools.sh)"
+	mkdir -p "$r/uploads" "$r/bin" "$r/usr/bin" "$r/home/user-defined-in-image"
+	install -m 755 "$LAB_BIN/agnhost" "$r/agnhost"
+	ln -s agnhost "$r/agnhost-2"
+	install -m 644 "$porter/localhost.crt" "$porter/localhost.key" "$r/"
+	cp /usr/bin/curl "$r/usr/bin/curl"
+	cp /bin/nc.openbsd "$r/usr/bin/nc" # ahead of busybox's nc, which has no UDP (-u)
+	cp /bin/bash "$r/bin/bash"
+	copy_libs "$r" "$STAGE/e2e-base" /usr/bin/curl /bin/nc.openbsd /bin/bash
+	printf '%s\nuser-defined-in-image:x:1000:1000:Linux User,,,:/home/user-defined-in-image:/bin/sh\n' "$PASSWD" |
+		stage_file agnhost etc/passwd 644
+	printf '%s\nuser-defined-in-image:x:1000:\ngroup-defined-in-image:x:50000:user-defined-in-image\n' "$GROUP" |
+		stage_file agnhost etc/group 644
+	chown -R 0:0 "$r"
+	chown 1000:1000 "$r/home/user-defined-in-image"
+}
+
 # --- build -----------------------------------------------------------------------------
 
 mkdir -p "$WORK"
@@ -385,8 +430,13 @@ stage_nonewprivs
 stage_nginx
 stage_httpd
 stage_predefined_group
+stage_e2e_base
+stage_agnhost
 for m in test-image-latest test all test-image-1 test-image-2 test-image-3 same-image; do
 	stage_marker "marker-$m" "$m"    # upstream image-test: `ADD $TEST $TEST` at /
+done
+for m in nginx httpd; do
+	stage_marker "marker-e2e-$m" "e2e-$m"
 done
 for v in 1.35.0-glibc 1-glibc 1-uclibc 1-musl; do
 	stage_marker "bench-$v" "busybox-variant-$v"
@@ -460,6 +510,24 @@ image bench-1-uclibc "base bench-1-uclibc" "$sh"
 tag bench-1-uclibc $ECR/busybox:1-uclibc
 image bench-1-musl "base bench-1-musl" "$sh"
 tag bench-1-musl $ECR/busybox:1-musl
+
+# Kubernetes node conformance (e2e_node, v1.34.4: test/utils/image/manifest.go).
+image busybox-1.37 e2e-base "$sh"
+tag busybox-1.37 $E2E/busybox:1.37.0-1
+image agnhost "e2e-base agnhost" '{"Entrypoint": ["/agnhost"], "Cmd": ["pause"], "ExposedPorts": {"80/tcp": {}, "8080/tcp": {}, "8081/tcp": {}, "9376/tcp": {}, "5000/tcp": {}}}'
+tag agnhost $E2E/agnhost:2.56
+image nonroot e2e-base '{"Cmd": ["sh"], "User": "1234"}'
+tag nonroot $E2E/nonroot:1.4
+# Distinct images where upstream's are: specs that change a container's image
+# check the image its status reports, which one image with several tags blurs.
+image nginx-1.14-4 "base nginx marker-e2e-nginx" \
+	'{"Cmd": ["nginx", "-g", "daemon off;"], "ExposedPorts": {"80/tcp": {}}, "StopSignal": "SIGTERM"}'
+tag nginx-1.14-4 $E2E/nginx:1.14-4
+image httpd-2.4.38 "base httpd marker-e2e-httpd" \
+	'{"Cmd": ["httpd-foreground"], "ExposedPorts": {"80/tcp": {}}, "WorkingDir": "/usr/local/apache2"}'
+tag httpd-2.4.38 $E2E/httpd:2.4.38-4
+image pause-3.10.1 pause '{"Entrypoint": ["/pause"], "User": "65535:65535", "Labels": {"org.opencontainers.image.version": "3.10.1"}}'
+tag pause-3.10.1 registry.k8s.io/pause:3.10.1
 
 # Not built: $K/test-image-digest@sha256:9700f9a2f5bf2c45f2f605a0bd3bce7cf37420ec9d3ed50ac2758413308766bf
 # is pinned to upstream's digest, which no local build can reproduce; its spec fails offline.
