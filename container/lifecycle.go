@@ -408,6 +408,11 @@ func (m *Manager) Remove(ctx context.Context, id string) error {
 		}
 	}
 	_ = os.RemoveAll(filepath.Dir(m.pidFile(c.ID)))
+	if c.Config.GetStdin() && !c.Config.GetTty() {
+		if err := removeCgroup(relayCgroup(&c)); err != nil {
+			klog.ErrorS(err, "Removing the cgroup of a container's IO process", "id", c.ID)
+		}
+	}
 	m.stats.forget(c.ID)
 	m.index.Delete(c.ID)
 	m.publish(&c, eventbus.Deleted)

@@ -113,7 +113,7 @@ func (m *Manager) prepareStdio(c *Container) (*taskStdio, error) {
 		}
 	}
 	opts[containerio.OptStdout], opts[containerio.OptStderr] = cfg.Stdout, cfg.Stderr
-	relay, err := m.startRelay(c.ID, opts)
+	relay, err := m.startRelay(c, opts)
 	if err != nil {
 		return nil, err
 	}
@@ -128,11 +128,12 @@ func mkfifo(path string) error {
 	return nil
 }
 
-// startRelay starts peapod as the fifo relay of container id, in a session
-// of its own and with no stdio of peapod's, so it outlives peapod; a
-// goroutine reaps it while peapod lives. It returns once the relay listens
+// startRelay starts the fifo relay of container c, in a session and a
+// cgroup of its own (see relaycgroup.go) and with no stdio of peapod's, so
+// it outlives peapod; a goroutine reaps it while peapod lives. It returns once the relay listens
 // on its socket and waits on the output fifos.
-func (m *Manager) startRelay(id string, opts map[string]string) (*os.Process, error) {
+func (m *Manager) startRelay(c *Container, opts map[string]string) (*os.Process, error) {
+	id := c.ID
 	args := []string{containerio.FifoRelayArg}
 	for _, k := range slices.Sorted(maps.Keys(opts)) {
 		args = append(args, k, opts[k])
@@ -154,6 +155,10 @@ func (m *Manager) startRelay(id string, opts map[string]string) (*os.Process, er
 		err := cmd.Wait()
 		klog.V(4).InfoS("Container IO process ended", "id", id, "pid", cmd.Process.Pid, "status", err)
 	}()
+	if err := moveToCgroup(cmd.Process.Pid, relayCgroup(c)); err != nil {
+		// It still relays; only a stop of peapod's whole cgroup would end it.
+		klog.ErrorS(err, "Moving a container's IO process out of peapod's cgroup", "id", id)
+	}
 	ready := make(chan error, 1)
 	go func() {
 		b := make([]byte, 1)

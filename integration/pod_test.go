@@ -1306,3 +1306,57 @@ func TestOOMKilled(t *testing.T) {
 		t.Errorf("after a restart of peapod: %v", err)
 	}
 }
+
+// A container with stdin and no terminal has its IO process (the fifo
+// relay) started by peapod: it runs in a cgroup of its own beside the
+// container's, not in peapod's, so stopping peapod's cgroup does not end
+// it; the cgroup goes with the container.
+func TestFifoRelayHasACgroupOfItsOwn(t *testing.T) {
+	t.Parallel()
+	e := newPodEnv(t)
+	rt, ic := e.serve()
+	pull(t, ic, busyboxRef)
+	cfg := e.podConfig("relay-cgroup")
+	sbID := runPod(t, rt, cfg)
+	ctr := busybox("reader", "echo up; exec cat")
+	ctr.Stdin = true
+	id := startContainer(t, rt, sbID, cfg, ctr)
+	raw, err := os.ReadFile(filepath.Join(e.state(), "containers", id, "log-driver.pid"))
+	if err != nil {
+		t.Fatalf("the IO process's pid file: %v", err)
+	}
+	relayPid, _ := strconv.Atoi(strings.TrimSpace(string(raw)))
+	cgroups := func(pid int) map[string]string {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := map[string]string{}
+		for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+			f := strings.SplitN(line, ":", 3)
+			out[f[1]] = f[2]
+		}
+		return out
+	}
+	relay, peapod := cgroups(relayPid), cgroups(e.d.cmd.Process.Pid)
+	want := "/" + e.ns + "/peapod-io-" + id
+	for ctrl, p := range relay {
+		if strings.Contains(ctrl, "cpuset") {
+			continue
+		}
+		if p != want || p == peapod[ctrl] {
+			t.Errorf("relay's cgroup in %q: %s (peapod's %s), want %s", ctrl, p, peapod[ctrl], want)
+		}
+	}
+	if _, err := rt.StopContainer(podCtx(t), &runtime.StopContainerRequest{ContainerId: id, Timeout: 2}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := rt.RemoveContainer(podCtx(t), &runtime.RemoveContainerRequest{ContainerId: id}); err != nil {
+		t.Fatal(err)
+	}
+	for _, dir := range []string{"memory", "pids", "systemd"} {
+		if _, err := os.Stat(filepath.Join("/sys/fs/cgroup", dir, want)); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("the relay's cgroup %s is left in %s: %v", want, dir, err)
+		}
+	}
+}
