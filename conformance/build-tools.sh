@@ -68,6 +68,19 @@ fi
 build kubernetes agnhost \
 	env CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$LAB_BIN/agnhost" k8s.io/kubernetes/test/images/agnhost
 
+# debian_source PACKAGE FILE SHA256: the path of FILE, an upstream source archive in
+# Debian's pool for PACKAGE, downloaded once into $LAB_CACHE/src and checked by digest.
+debian_source() {
+	local pkg=$1 file=$2 sha=$3 src=$LAB_CACHE/src/$2
+	mkdir -p "$LAB_CACHE/src"
+	if ! echo "$sha  $src" | sha256sum -c --status 2>/dev/null; then
+		curl -fsS --retry 3 -o "$src.tmp" "http://deb.debian.org/debian/pool/main/${pkg:0:1}/$pkg/$file"
+		echo "$sha  $src.tmp" | sha256sum -c --status || die "$file: digest mismatch"
+		mv "$src.tmp" "$src"
+	fi
+	echo "$src"
+}
+
 # CRIU, for checkpoints. Debian 12's CRIU 3.17 cannot run on this kernel (6.13+
 # moved the vDSO data pages: "Unexpected rt vDSO area bounds"), and 4.1 hangs
 # every dump on this VM, whose hardware breakpoints never fire; 4.2 detects that
@@ -77,21 +90,13 @@ build kubernetes agnhost \
 criu_version=4.2.1
 criu_sha256=29ec0ee09e296479fe7048c80980e8ef1d0684d0b0204c2b101dfea19f6725b9
 build_criu() {
-	local want="$criu_version $criu_sha256" stamp=$LAB_BIN/.criu.stamp
-	local src=$LAB_CACHE/src/criu_$criu_version.orig.tar.xz
+	local want="$criu_version $criu_sha256" stamp=$LAB_BIN/.criu.stamp src work
 	if [ -x "$LAB_BIN/criu" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then
 		install -m 0755 "$LAB_BIN/criu" /usr/local/sbin/criu
 		return 0
 	fi
 	log "building criu $criu_version"
-	mkdir -p "$(dirname "$src")"
-	if ! echo "$criu_sha256  $src" | sha256sum -c --status 2>/dev/null; then
-		curl -fsS --retry 3 -o "$src.tmp" \
-			"http://deb.debian.org/debian/pool/main/c/criu/criu_$criu_version.orig.tar.xz"
-		echo "$criu_sha256  $src.tmp" | sha256sum -c --status || die "criu source: digest mismatch"
-		mv "$src.tmp" "$src"
-	fi
-	local work
+	src=$(debian_source criu "criu_$criu_version.orig.tar.xz" "$criu_sha256")
 	work=$(mktemp -d)
 	tar -xJf "$src" -C "$work"
 	make -C "$work/criu-$criu_version" -j"$(nproc)" criu NO_GNUTLS=1 >"$work/build.log" 2>&1 ||
@@ -114,20 +119,12 @@ build_criu
 busybox_version=1.37.0
 busybox_sha256=3311dff32e746499f4df0d5df04d7eb396382d7e108bb9250e7b519b837043a4
 build_busybox() {
-	local want="$busybox_version $busybox_sha256" stamp=$LAB_BIN/.busybox-$busybox_version.stamp
-	local src=$LAB_CACHE/src/busybox_$busybox_version.orig.tar.bz2
+	local want="$busybox_version $busybox_sha256" stamp=$LAB_BIN/.busybox-$busybox_version.stamp src work
 	if [ -x "$LAB_BIN/busybox-$busybox_version" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then
 		return 0
 	fi
 	log "building busybox $busybox_version"
-	mkdir -p "$(dirname "$src")"
-	if ! echo "$busybox_sha256  $src" | sha256sum -c --status 2>/dev/null; then
-		curl -fsS --retry 3 -o "$src.tmp" \
-			"http://deb.debian.org/debian/pool/main/b/busybox/busybox_$busybox_version.orig.tar.bz2"
-		echo "$busybox_sha256  $src.tmp" | sha256sum -c --status || die "busybox source: digest mismatch"
-		mv "$src.tmp" "$src"
-	fi
-	local work
+	src=$(debian_source busybox "busybox_$busybox_version.orig.tar.bz2" "$busybox_sha256")
 	work=$(mktemp -d)
 	tar -xjf "$src" -C "$work"
 	(

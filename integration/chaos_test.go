@@ -463,14 +463,7 @@ func (c *privateContainerd) stop() {
 // container's own exit code.
 func TestContainerdRestartKeepsTasks(t *testing.T) {
 	t.Parallel()
-	ctrd := startPrivateContainerd(t)
-	e := newPodEnv(t)
-	e.containerd = ctrd.sock
-	rt, ic := e.serve()
-	pull(t, ic, busyboxRef)
-	cfg := e.podConfig("survivor")
-	sbID := runPod(t, rt, cfg)
-	id := startContainer(t, rt, sbID, cfg, busybox("app", "trap 'exit 7' TERM; while true; do sleep 0.1; done"))
+	ctrd, e, rt, id := privateContainer(t, "survivor", "trap 'exit 7' TERM; while true; do sleep 0.1; done")
 	ctrd.restart()
 	time.Sleep(2 * time.Second) // peapod resubscribes and resyncs
 	if ts := e.taskStatus(id); ts != "running" {
@@ -494,14 +487,7 @@ func TestContainerdRestartKeepsTasks(t *testing.T) {
 // A container that exits while containerd is restarting keeps its exit code.
 func TestExitDuringContainerdRestart(t *testing.T) {
 	t.Parallel()
-	ctrd := startPrivateContainerd(t)
-	e := newPodEnv(t)
-	e.containerd = ctrd.sock
-	rt, ic := e.serve()
-	pull(t, ic, busyboxRef)
-	cfg := e.podConfig("exit-in-restart")
-	sbID := runPod(t, rt, cfg)
-	id := startContainer(t, rt, sbID, cfg, busybox("app", "trap 'sleep 0.3; exit 7' TERM; while true; do sleep 0.1; done"))
+	ctrd, e, rt, id := privateContainer(t, "exit-in-restart", "trap 'sleep 0.3; exit 7' TERM; while true; do sleep 0.1; done")
 	stopped := make(chan error, 1)
 	go func() {
 		_, err := rt.StopContainer(podCtx(t), &runtime.StopContainerRequest{ContainerId: id, Timeout: 10})
@@ -526,4 +512,18 @@ func TestExitDuringContainerdRestart(t *testing.T) {
 		t.Logf("containerd log:\n%s", tail(string(b), 8000))
 		t.Logf("peapod log:\n%s", tail(e.d.stderr.String(), 8000))
 	}
+}
+
+// privateContainer runs, on a containerd of the test's own, a pod named
+// name with one busybox container running script, and returns them.
+func privateContainer(t *testing.T, name, script string) (*privateContainerd, *podEnv, runtime.RuntimeServiceClient, string) {
+	t.Helper()
+	ctrd := startPrivateContainerd(t)
+	e := newPodEnv(t)
+	e.containerd = ctrd.sock
+	rt, ic := e.serve()
+	pull(t, ic, busyboxRef)
+	cfg := e.podConfig(name)
+	sbID := runPod(t, rt, cfg)
+	return ctrd, e, rt, startContainer(t, rt, sbID, cfg, busybox("app", script))
 }
