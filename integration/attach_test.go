@@ -7,10 +7,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -304,4 +306,71 @@ func TestAttach(t *testing.T) {
 		}
 		return e.leftovers(sbID, ids...)
 	})
+}
+
+// An exec whose process exits while its client still sends stdin leaves no
+// goroutine of peapod's behind (the stdin copy blocked forever on a pipe
+// nobody read any more): peapod's goroutine count, from its metrics, comes
+// back to where it was after many such sessions.
+func TestExecStdinAfterExitLeavesNothing(t *testing.T) {
+	t.Parallel()
+	e := newPodEnv(t)
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(freePort(t)))
+	e.config = fmt.Sprintf("metrics-address = %q\n", addr)
+	rt, ic := e.serve()
+	pull(t, ic, busyboxRef)
+	cfg := e.podConfig("exec-stdin")
+	c := startContainer(t, rt, runPod(t, rt, cfg), cfg, busybox("app", "sleep 1000"))
+	goroutines := func() int {
+		t.Helper()
+		resp, err := http.Get("http://" + addr + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		for _, line := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(line, "go_goroutines "); ok {
+				n, _ := strconv.ParseFloat(v, 64)
+				return int(n)
+			}
+		}
+		t.Fatal("no go_goroutines in /metrics")
+		return 0
+	}
+	session := func() {
+		req := &runtime.ExecRequest{ContainerId: c, Cmd: []string{"true"}, Stdin: true, Stdout: true, Stderr: true}
+		resp, err := rt.Exec(callCtx(t), req)
+		if err != nil {
+			t.Fatalf("Exec: %v", err)
+		}
+		s := openSession(t, resp.Url, nil, req)
+		// More stdin than any pipe holds, after the process is gone.
+		chunk := strings.Repeat("x", 64<<10)
+		for range 8 {
+			if _, err := io.WriteString(s.stdin, chunk); err != nil {
+				break
+			}
+		}
+		select {
+		case <-s.ended:
+		case <-time.After(attachTimeout):
+			t.Fatal("the exec session did not end")
+		}
+		s.conn.Close()
+	}
+	session() // warm up: the streaming server's own goroutines
+	before := goroutines()
+	const n = 15
+	for range n {
+		session()
+	}
+	var after int
+	eventually(t, 10*time.Second, "peapod's goroutines come back", func() error {
+		if after = goroutines(); after > before+n/3 {
+			return fmt.Errorf("%d goroutines after %d exec sessions, %d before", after, n, before)
+		}
+		return nil
+	})
+	t.Logf("goroutines: %d before, %d after %d sessions", before, after, n)
 }
