@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -28,7 +29,8 @@ const (
 	// with room for the rest of the message.
 	maxExecOutput = 16<<20 - 64<<10
 	// ioDrainTimeout bounds the wait for an exec's output after it exited
-	// (a background child may hold the pipes open).
+	// (a background child may hold the pipes open), and for a container's
+	// IO process after the release of its task (see revealExit).
 	ioDrainTimeout = 2 * time.Second
 )
 
@@ -192,6 +194,12 @@ func (m *Manager) startExec(ctx context.Context, id string, cmd []string, tty bo
 	}
 	if err := proc.Start(ctx); err != nil {
 		x.delete()
+		if strings.Contains(err.Error(), "OCI runtime exec failed") {
+			// runc could not run cmd in this container (not found there,
+			// not executable, the container stopping, …): the state of
+			// the container is at fault, not the runtime.
+			return nil, fmt.Errorf("starting exec in container %s: %v: %w", c.ID, err, errdefs.ErrFailedPrecondition)
+		}
 		return nil, fmt.Errorf("starting exec in container %s: %w", c.ID, err)
 	}
 	return x, nil

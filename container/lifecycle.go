@@ -298,12 +298,19 @@ func (m *Manager) stopped(ctx context.Context, id string, st client.ExitStatus) 
 
 func (m *Manager) stop(ctx context.Context, id string, timeout time.Duration) error {
 	c, err := m.index.Get(id)
+	if err == nil && c.State == StateExited && c.Draining {
+		// Exited, its task not yet released (releaseTaskLater waits for
+		// this lock): release it now, so that the stop reports the exit.
+		m.releaseTask(ctx, id)
+		return nil
+	}
 	if err != nil || c.State != StateRunning {
 		return nil
 	}
 	ctr, err := m.client.LoadContainer(ctx, id)
 	if errdefs.IsNotFound(err) {
 		m.recordExit(ctx, id, 255, time.Now())
+		m.revealExit(id)
 		return nil
 	}
 	if err != nil {
@@ -312,6 +319,7 @@ func (m *Manager) stop(ctx context.Context, id string, timeout time.Duration) er
 	task, err := ctr.Task(ctx, nil)
 	if errdefs.IsNotFound(err) {
 		m.recordExit(ctx, id, 255, time.Now())
+		m.revealExit(id)
 		return nil
 	}
 	if err != nil {

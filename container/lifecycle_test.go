@@ -50,22 +50,22 @@ func TestExitReason(t *testing.T) {
 		wantCode    int32
 		wantRewrite int
 	}{
-		{name: "exit 0", steps: func(c *Container) int { c.exit(0, at, false); return 0 }, wantReason: ReasonCompleted},
-		{name: "exit 3", steps: func(c *Container) int { c.exit(3, at, false); return 0 }, wantReason: ReasonError, wantCode: 3},
-		{name: "SIGKILL, no OOM", steps: func(c *Container) int { c.exit(137, at, false); return 0 }, wantReason: ReasonError, wantCode: 137},
+		{name: "exit 0", steps: func(c *Container) int { c.exit(0, 0, at, false); return 0 }, wantReason: ReasonCompleted},
+		{name: "exit 3", steps: func(c *Container) int { c.exit(0, 3, at, false); return 0 }, wantReason: ReasonError, wantCode: 3},
+		{name: "SIGKILL, no OOM", steps: func(c *Container) int { c.exit(0, 137, at, false); return 0 }, wantReason: ReasonError, wantCode: 137},
 		{name: "OOM event, then exit", steps: func(c *Container) int {
 			n := b2i(c.oomKill())
-			c.exit(137, at, false)
+			c.exit(0, 137, at, false)
 			return n
 		}, wantReason: ReasonOOMKilled, wantCode: 137},
-		{name: "exit, with a kill counted in the cgroup", steps: func(c *Container) int { c.exit(137, at, true); return 0 },
+		{name: "exit, with a kill counted in the cgroup", steps: func(c *Container) int { c.exit(0, 137, at, true); return 0 },
 			wantReason: ReasonOOMKilled, wantCode: 137},
 		{name: "exit, then the OOM event", steps: func(c *Container) int {
-			c.exit(137, at, false)
+			c.exit(0, 137, at, false)
 			return b2i(c.oomKill())
 		}, wantReason: ReasonOOMKilled, wantCode: 137, wantRewrite: 1},
 		{name: "OOM event twice after the exit", steps: func(c *Container) int {
-			c.exit(137, at, false)
+			c.exit(0, 137, at, false)
 			return b2i(c.oomKill()) + b2i(c.oomKill())
 		}, wantReason: ReasonOOMKilled, wantCode: 137, wantRewrite: 1},
 	}

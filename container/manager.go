@@ -28,6 +28,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/peapod-cri/peapod/cgroupstats"
+	"github.com/peapod-cri/peapod/containerio"
 	"github.com/peapod-cri/peapod/eventbus"
 	"github.com/peapod-cri/peapod/hostcaps"
 	"github.com/peapod-cri/peapod/image"
@@ -192,7 +193,7 @@ func decode(c containers.Container) (*Container, error) {
 func (m *Manager) TaskExited(ctx context.Context, e monitor.Exit) {
 	// The exit watch often sees the same exit: whichever records it
 	// releases the task.
-	if m.recordExit(ctx, e.ContainerID, int32(e.ExitStatus), e.ExitedAt) {
+	if m.recordExitOf(ctx, e.ContainerID, e.Pid, int32(e.ExitStatus), e.ExitedAt) {
 		m.releaseTaskLater(ctx, e.ContainerID)
 	}
 }
@@ -214,19 +215,24 @@ func (m *Manager) resync(ctx context.Context) error {
 	for _, p := range resp.GetTasks() {
 		procs[p.GetID()] = p
 	}
+	// Exits are released (and so revealed, see revealExit) before resync
+	// returns: at start-up, before the CRI is served, an exit that happened
+	// while peapod was down is reported from the first answer.
 	for _, c := range m.index.List() {
 		p, hasTask := procs[c.ID]
 		switch {
 		case c.State == StateExited && hasTask:
-			m.releaseTaskLater(ctx, c.ID) // its exit was recorded, then peapod stopped
+			m.releaseExited(ctx, c.ID) // its exit was recorded, then peapod stopped
 		case c.State == StateCreated && hasTask:
 			m.finishStart(ctx, c, p) // peapod died inside StartContainer
 		case c.State != StateRunning:
 		case !hasTask:
-			m.recordExit(ctx, c.ID, 255, time.Now())
+			if m.recordExit(ctx, c.ID, 255, time.Now()) {
+				m.revealExit(c.ID) // no task: its IO process is ending, if not gone
+			}
 		case p.GetStatus() == tasktypes.Status_STOPPED:
 			if m.recordExit(ctx, c.ID, int32(p.GetExitStatus()), p.GetExitedAt().AsTime()) {
-				m.releaseTaskLater(ctx, c.ID)
+				m.releaseExited(ctx, c.ID)
 			}
 		case p.GetStatus() == tasktypes.Status_PAUSED:
 			m.resumeAbandoned(ctx, c.ID)
@@ -248,21 +254,26 @@ func (m *Manager) releaseTask(ctx context.Context, id string) {
 	if err != nil && !errdefs.IsNotFound(errgrpc.ToNative(err)) {
 		klog.ErrorS(err, "Releasing the task of an exited container", "id", id)
 	}
+	m.revealExit(id)
 }
 
-// releaseTaskLater is releaseTask in the background, under the lock.
+// releaseTaskLater is releaseExited in the background.
 func (m *Manager) releaseTaskLater(ctx context.Context, id string) {
 	ctx = context.WithoutCancel(ctx)
-	go func() {
-		unlock := m.index.Lock(id)
-		defer unlock()
-		if c, err := m.index.Get(id); err != nil || c.State != StateExited {
-			return // removed meanwhile, or not exited
-		}
-		ctx, cancel := context.WithTimeout(ctx, killTimeout)
-		defer cancel()
-		m.releaseTask(ctx, id)
-	}()
+	go m.releaseExited(ctx, id)
+}
+
+// releaseExited is releaseTask under the container's lock, if it is still
+// there and exited. The release reveals the exit, whatever else happens.
+func (m *Manager) releaseExited(ctx context.Context, id string) {
+	unlock := m.index.Lock(id)
+	defer unlock()
+	if c, err := m.index.Get(id); err != nil || c.State != StateExited {
+		return // removed meanwhile, or not exited
+	}
+	ctx, cancel := context.WithTimeout(ctx, killTimeout)
+	defer cancel()
+	m.releaseTask(ctx, id)
 }
 
 // rewatch follows the exit of a running container's task again, after a
@@ -297,22 +308,53 @@ func (m *Manager) rewatch(ctx context.Context, id string) {
 // apart as OOMKilled by its cgroup's OOM kill count, since the OOM event
 // often arrives after the exit.
 func (m *Manager) recordExit(ctx context.Context, id string, code int32, at time.Time) bool {
+	return m.recordExitOf(ctx, id, 0, code, at)
+}
+
+// recordExitOf is recordExit for the exit of process pid, which is
+// recorded only if it is the container's (0: whichever it is). An event
+// can come late: the exit of a task a Start cut short by a crash left, and
+// recovery deleted, arrives after a retried Start has made another.
+func (m *Manager) recordExitOf(ctx context.Context, id string, pid uint32, code int32, at time.Time) bool {
 	oomKilled := false
 	if c, err := m.index.Get(id); code == 137 && err == nil && c.State == StateRunning && c.CgroupsPath != "" {
 		n, err := cgroupstats.OOMKills(c.CgroupsPath)
 		oomKilled = err == nil && n > 0
 	}
 	changed := false
-	c, ok := m.index.Update(id, func(r *Container) { changed = r.exit(code, at, oomKilled) })
+	c, ok := m.index.Update(id, func(r *Container) {
+		if changed = r.exit(pid, code, at, oomKilled); changed {
+			r.Draining = true
+		}
+	})
 	if !ok || !changed {
 		return false
 	}
 	klog.V(2).InfoS("Container exited", "id", id, "exitCode", code, "reason", c.Reason)
-	m.publish(&c, eventbus.Stopped)
 	if err := m.persistStatus(ctx, id); err != nil && !errdefs.IsNotFound(err) {
 		klog.ErrorS(err, "Persisting container exit", "id", id)
 	}
 	return true
+}
+
+// revealExit makes a recorded exit visible (in statuses, lists and
+// events) once the container's IO process has written its last output, at
+// most ioDrainTimeout after the task's release: the kubelet reads a
+// container's last log lines (FallbackToLogsOnError) when it sees it exit,
+// and the last line, if it has no newline, is written only when the
+// stream ends, which the shim signals when the task is deleted.
+func (m *Manager) revealExit(id string) {
+	deadline := time.Now().Add(ioDrainTimeout)
+	for containerio.Running(m.pidFile(id)) && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	revealed := false
+	c, ok := m.index.Update(id, func(r *Container) {
+		revealed, r.Draining = r.Draining, false
+	})
+	if ok && revealed {
+		m.publish(&c, eventbus.Stopped)
+	}
 }
 
 // OOMKilled marks a container whose cgroup hit its memory limit, so its exit

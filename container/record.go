@@ -76,14 +76,21 @@ type User struct {
 type Container struct {
 	Record
 	Config *runtime.ContainerConfig
+	// Draining: the container has exited (its record says so) but its IO
+	// process may not have written its last output yet; it is reported
+	// running until it has (see Manager.revealExit).
+	Draining bool
 }
 
 // exit records the exit of a running container, with the reason the
 // kubelet shows: OOMKilled when the OOM killer killed it (an OOM event came
 // first, or its cgroup counted a kill), else Completed or Error by its exit
-// code. It reports whether the container was running.
-func (c *Container) exit(code int32, at time.Time, oomKilled bool) bool {
-	if c.State != StateRunning {
+// code. pid is the process that exited: the exit of another than the
+// container's (a late event about a task since replaced) is not its exit;
+// 0 means the container's, whichever it is. It reports whether the
+// container was running.
+func (c *Container) exit(pid uint32, code int32, at time.Time, oomKilled bool) bool {
+	if c.State != StateRunning || pid != 0 && c.Pid != 0 && pid != c.Pid {
 		return false
 	}
 	c.State, c.ExitCode, c.FinishedAt, c.Pid = StateExited, code, at, 0

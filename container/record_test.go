@@ -3,6 +3,7 @@ package container
 import (
 	"encoding/json"
 	"testing"
+	"time"
 
 	"github.com/containerd/containerd/v2/core/containers"
 	"github.com/containerd/typeurl/v2"
@@ -55,5 +56,39 @@ func TestDecodeRecord(t *testing.T) {
 		if got := c.Config.GetLinux().GetResources().GetCpuShares(); got != tc.wantShares {
 			t.Errorf("%s: cpu shares %d, want %d", tc.name, got, tc.wantShares)
 		}
+	}
+}
+
+// A container's exit is that of its own process: not a late event's about
+// a task since replaced (a Start cut short by a crash, then retried), nor
+// an exit while not running. (TestExitReason covers the reasons.)
+func TestContainerExitOfItsProcess(t *testing.T) {
+	at := time.Unix(1700000000, 0)
+	for _, tc := range []struct {
+		name     string
+		state    State
+		pid      uint32 // the container's
+		exitPid  uint32 // the exited process's
+		wantExit bool
+	}{
+		{name: "its process", state: StateRunning, pid: 10, exitPid: 10, wantExit: true},
+		{name: "whichever process", state: StateRunning, pid: 10, exitPid: 0, wantExit: true},
+		{name: "its pid unknown", state: StateRunning, pid: 0, exitPid: 10, wantExit: true},
+		{name: "a replaced task's process", state: StateRunning, pid: 10, exitPid: 9},
+		{name: "already exited", state: StateExited, exitPid: 10},
+		{name: "never started", state: StateCreated, exitPid: 10},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := &Container{Record: Record{Status: Status{State: tc.state, Pid: tc.pid}}}
+			if got := c.exit(tc.exitPid, 137, at, false); got != tc.wantExit {
+				t.Fatalf("exit: %v, want %v", got, tc.wantExit)
+			}
+			if tc.wantExit && (c.State != StateExited || c.ExitCode != 137 || !c.FinishedAt.Equal(at) || c.Pid != 0) {
+				t.Errorf("record %+v, want exited with 137 at %s", c.Record.Status, at)
+			}
+			if !tc.wantExit && (c.State != tc.state || c.Pid != tc.pid || c.ExitCode != 0) {
+				t.Errorf("record changed: %+v", c.Record.Status)
+			}
+		})
 	}
 }

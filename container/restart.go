@@ -85,9 +85,8 @@ func (m *Manager) settleTask(ctx context.Context, id string, p *tasktypes.Proces
 		klog.ErrorS(err, "Persisting an adopted container", "id", id)
 	}
 	if p.GetStatus() == tasktypes.Status_STOPPED {
-		if m.recordExit(ctx, id, int32(p.GetExitStatus()), p.GetExitedAt().AsTime()) {
-			m.releaseTaskLater(ctx, id)
-		}
+		m.recordExit(ctx, id, int32(p.GetExitStatus()), p.GetExitedAt().AsTime())
+		m.releaseTask(ctx, id) // the caller holds the lock
 		return true, nil
 	}
 	m.rewatch(ctx, id)

@@ -49,6 +49,11 @@ func IsLogDriver(args []string) bool { return slices.Contains(args, LogDriverFla
 // peapod restarts.
 func RunLogDriver(args []string) error {
 	opts := parseOptions(args)
+	// Non-blocking descriptors make pollable files, whose reads a deadline
+	// can end (see endOnTerm).
+	for fd := 3; fd <= 4; fd++ {
+		_ = syscall.SetNonblock(fd, true)
+	}
 	return relayOutput(opts, []outputStream{
 		{os.NewFile(3, "stdout"), StreamStdout},
 		{os.NewFile(4, "stderr"), StreamStderr},
@@ -110,6 +115,7 @@ func relayOutput(opts map[string]string, streams []outputStream, ready func()) e
 			}
 		}()
 	}
+	endOnTerm(streams, termGrace)
 	h := newHub()
 	if socket != "" {
 		// Without its socket the container only loses attach: its output
@@ -140,6 +146,39 @@ func relayOutput(opts map[string]string, streams []outputStream, ready func()) e
 	wg.Wait()
 	h.close(hubCloseTimeout)
 	return nil
+}
+
+// termGrace is how long the IO process goes on reading after SIGTERM.
+const termGrace = 2 * time.Second
+
+// endOnTerm makes SIGTERM end the streams, not the process. The shim sends
+// it when the task is deleted, just after closing its ends of the output
+// pipes, and until then the container's last words, a line with no newline
+// after it, wait in the reader's buffer for the end of the stream: killed
+// by the signal, the IO process would lose them, and with them the
+// termination message the kubelet reads from the log. So on SIGTERM the
+// streams are read on for termGrace, and then ended as if at EOF, which
+// writes what is buffered; the shim waits 12s for the process to exit.
+// Streams that take no deadline keep SIGTERM's default: the process ends.
+func endOnTerm(streams []outputStream, grace time.Duration) {
+	type deadliner interface{ SetReadDeadline(time.Time) error }
+	var ds []deadliner
+	for _, s := range streams {
+		d, ok := s.r.(deadliner)
+		if !ok {
+			return
+		}
+		ds = append(ds, d)
+	}
+	term := make(chan os.Signal, 1)
+	signal.Notify(term, syscall.SIGTERM)
+	go func() {
+		<-term
+		deadline := time.Now().Add(grace)
+		for _, d := range ds {
+			_ = d.SetReadDeadline(deadline)
+		}
+	}()
 }
 
 func streamName(id byte) string {

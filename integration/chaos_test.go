@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -55,6 +56,7 @@ func TestChaos(t *testing.T) {
 		done       atomic.Int32 // lifecycles completed
 		kills      atomic.Int32
 		ctrdDowns  atomic.Int32
+		ctrdEpoch  atomic.Int32 // odd while containerd restarts
 		mu         sync.Mutex
 		sandboxes  []string
 		containers []string
@@ -73,7 +75,9 @@ func TestChaos(t *testing.T) {
 			if n := int(ctrdDowns.Load()); n < 2 && int(done.Load()) >= (n+1)*chaosLifecycles/3 {
 				ctrdDowns.Add(1)
 				t.Logf("restarting containerd (%d lifecycles done)", done.Load())
+				ctrdEpoch.Add(1)
 				ctrd.restart()
+				ctrdEpoch.Add(1)
 				continue
 			}
 			e.d.signal(syscall.SIGKILL)
@@ -91,7 +95,7 @@ func TestChaos(t *testing.T) {
 			cl := newChaosClient(t, e.socket)
 			defer cl.conn.Close()
 			for i := range per {
-				sb, ctr, err := cl.lifecycle(e, fmt.Sprintf("chaos-%d-%d", c, i), ctrdDowns.Load)
+				sb, ctr, err := cl.lifecycle(e, fmt.Sprintf("chaos-%d-%d", c, i), ctrdEpoch.Load)
 				mu.Lock()
 				sandboxes, containers = append(sandboxes, sb), append(containers, ctr)
 				mu.Unlock()
@@ -142,6 +146,19 @@ func TestChaos(t *testing.T) {
 		return errors.Join(leaks...)
 	})
 	t.Logf("leaks: %d", len(leaks))
+	if len(leaks) > 0 {
+		// What containerd did with what leaked.
+		ids := regexp.MustCompile(`[0-9a-f]{64}`).FindAllString(errors.Join(leaks...).Error(), -1)
+		b, _ := os.ReadFile(filepath.Join(ctrd.dir, "containerd.log"))
+		for _, line := range strings.Split(string(b), "\n") {
+			for _, id := range ids {
+				if strings.Contains(line, id[:12]) {
+					t.Logf("containerd: %s", line)
+					break
+				}
+			}
+		}
+	}
 }
 
 // chaosClient is one CRI client of the chaos, with a short reconnect
@@ -190,11 +207,12 @@ func do[T any](what string, fn func(ctx context.Context) (T, error)) (T, error) 
 // peapod's deaths, as the kubelet would; it returns the IDs of the pod and
 // its container (as far as they came to be).
 //
-// ctrdRestarts counts containerd's restarts: a container that exits while
-// containerd restarts may lose its exit code (containerd 2.x discards the
-// state of a task that exited when it reloads its shims), and is then 255,
-// as containerd's own CRI reports it too.
-func (cl *chaosClient) lifecycle(e *podEnv, name string, ctrdRestarts func() int32) (sbID, ctrID string, _ error) {
+// ctrdEpoch counts containerd's restarts twice, as they begin and as they
+// end: a container that exits while containerd restarts may lose its exit
+// code (containerd 2.x discards the state of a task that exited when it
+// reloads its shims), and is then 255, as containerd's own CRI reports it
+// too.
+func (cl *chaosClient) lifecycle(e *podEnv, name string, ctrdEpoch func() int32) (sbID, ctrID string, _ error) {
 	rt := cl.rt
 	cfg := e.podConfig(name)
 	cfg.Labels["chaos"] = name
@@ -273,7 +291,7 @@ func (cl *chaosClient) lifecycle(e *podEnv, name string, ctrdRestarts func() int
 		return sbID, ctrID, fmt.Errorf("exec: %q, exit %d, %v", out.GetStdout(), out.GetExitCode(), err)
 	}
 
-	restartsBefore := ctrdRestarts()
+	epochBefore := ctrdEpoch()
 	if _, err := do("StopContainer", func(ctx context.Context) (any, error) {
 		_, err := rt.StopContainer(ctx, &runtime.StopContainerRequest{ContainerId: ctrID, Timeout: 5})
 		return nil, err
@@ -286,7 +304,7 @@ func (cl *chaosClient) lifecycle(e *podEnv, name string, ctrdRestarts func() int
 	if err != nil {
 		return sbID, ctrID, err
 	}
-	if s := st.GetStatus(); s.GetState() == runtime.ContainerState_CONTAINER_EXITED && s.GetExitCode() == 255 && ctrdRestarts() != restartsBefore {
+	if s := st.GetStatus(); s.GetState() == runtime.ContainerState_CONTAINER_EXITED && s.GetExitCode() == 255 && (ctrdEpoch() != epochBefore || epochBefore%2 == 1) {
 		cl.t.Logf("%s: exit code lost across a restart of containerd (255)", name)
 	} else if s.GetState() != runtime.ContainerState_CONTAINER_EXITED || s.GetExitCode() != 7 {
 		return sbID, ctrID, fmt.Errorf("stopped container: %s, exit %d; want EXITED, 7 (its TERM trap)", s.GetState(), s.GetExitCode())

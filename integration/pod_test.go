@@ -1360,3 +1360,33 @@ func TestFifoRelayHasACgroupOfItsOwn(t *testing.T) {
 		}
 	}
 }
+
+// A container is reported exited only once its last output is in its log,
+// a last line without a newline included (as partial, 'P'): the kubelet
+// reads a failed container's last log lines for its termination message
+// (FallbackToLogsOnError) as soon as it sees the exit.
+func TestExitReportedAfterItsLastOutput(t *testing.T) {
+	t.Parallel()
+	e := newPodEnv(t)
+	rt, ic := e.serve()
+	pull(t, ic, busyboxRef)
+	cfg := e.podConfig("last-words")
+	sb := runPod(t, rt, cfg)
+	for i := range 8 {
+		id := startContainer(t, rt, sb, cfg, busybox(fmt.Sprintf("dying%d", i), fmt.Sprintf("printf DONE-%d; exit 1", i)))
+		var st *runtime.ContainerStatus
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			st = containerStatus(t, rt, id).GetStatus()
+			if st.GetState() == runtime.ContainerState_CONTAINER_EXITED || time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(2 * time.Millisecond)
+		}
+		lines, err := readLog(st.GetLogPath())
+		want := fmt.Sprintf("DONE-%d", i)
+		if err != nil || len(lines) == 0 || lines[len(lines)-1].msg != want || lines[len(lines)-1].tag != "P" {
+			t.Errorf("container %d reported %s with its log %v (%v); want it to end with %s, partial", i, st.GetState(), lines, err, want)
+		}
+	}
+}

@@ -37,10 +37,15 @@ func (s *Service) ContainerStatus(ctx context.Context, r *runtime.ContainerStatu
 // containerStatus is the CRI status of a container.
 func (s *Service) containerStatus(ctx context.Context, c container.Container) *runtime.ContainerStatus {
 	cfg := c.Config
+	if c.Draining {
+		// Exited, but its last output may not be in its log yet: running
+		// until it is (see container.Manager.revealExit).
+		c.State, c.FinishedAt, c.ExitCode, c.Reason, c.Message = container.StateRunning, time.Time{}, 0, "", ""
+	}
 	st := &runtime.ContainerStatus{
 		Id:          c.ID,
 		Metadata:    cfg.GetMetadata(),
-		State:       containerState(c.State),
+		State:       containerState(c),
 		CreatedAt:   c.CreatedAt.UnixNano(),
 		StartedAt:   unixNano(c.StartedAt),
 		FinishedAt:  unixNano(c.FinishedAt),
@@ -104,8 +109,13 @@ func (s *Service) imageRef(ctx context.Context, id string) string {
 	return id
 }
 
-func containerState(st container.State) runtime.ContainerState {
-	switch st {
+// containerState is the CRI state of a container: an exited one still
+// draining its output is running (see container.Manager.revealExit).
+func containerState(c container.Container) runtime.ContainerState {
+	if c.Draining {
+		return runtime.ContainerState_CONTAINER_RUNNING
+	}
+	switch c.State {
 	case container.StateCreated:
 		return runtime.ContainerState_CONTAINER_CREATED
 	case container.StateRunning:
