@@ -10,8 +10,10 @@ import (
 	"syscall"
 	"time"
 
+	tasks "github.com/containerd/containerd/api/services/tasks/v1"
 	"github.com/containerd/containerd/v2/client"
 	"github.com/containerd/errdefs"
+	"github.com/containerd/errdefs/pkg/errgrpc"
 	"github.com/moby/sys/signal"
 	"google.golang.org/protobuf/proto"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -399,10 +401,18 @@ func (m *Manager) Remove(ctx context.Context, id string) error {
 	case err != nil:
 		return fmt.Errorf("loading container %s: %w", c.ID, err)
 	default:
-		if task, terr := ctr.Task(ctx, nil); terr == nil {
-			if _, err := task.Delete(ctx, client.WithProcessKill); err != nil && !errdefs.IsNotFound(err) {
-				return fmt.Errorf("deleting task of container %s: %w", c.ID, err)
-			}
+		task, terr := ctr.Task(ctx, nil)
+		if terr == nil {
+			_, terr = task.Delete(ctx, client.WithProcessKill)
+		} else if errdefs.IsNotFound(terr) {
+			// A task delete cut short (its caller died) leaves containerd
+			// holding the shim, which reports no task: only another delete
+			// lets it go.
+			_, terr = m.client.TaskService().Delete(ctx, &tasks.DeleteTaskRequest{ContainerID: c.ID})
+			terr = errgrpc.ToNative(terr)
+		}
+		if terr != nil && !errdefs.IsNotFound(terr) {
+			return fmt.Errorf("deleting task of container %s: %w", c.ID, terr)
 		}
 	}
 	// The image volumes before the container: once it is gone, only a
