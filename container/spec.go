@@ -92,6 +92,9 @@ func (m *Manager) specOpts(_ context.Context, c *Container, sb *sandbox.Sandbox,
 	} else if !userns.Same(sc.GetNamespaceOptions().GetUsernsOptions()) {
 		return nil, fmt.Errorf("container %q asks for a user namespace other than its pod's: %w",
 			cfg.GetMetadata().GetName(), errdefs.ErrInvalidArgument)
+	} else if err := userns.CheckIDs(fmt.Sprintf("container %q", cfg.GetMetadata().GetName()),
+		sc.GetRunAsUser(), sc.GetRunAsGroup(), sc.GetSupplementalGroups()); err != nil {
+		return nil, err
 	} else if userns != nil {
 		opts = append(opts, userns.SpecOpt(sb.UserNS))
 	}

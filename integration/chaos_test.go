@@ -95,10 +95,25 @@ func TestChaos(t *testing.T) {
 			cl := newChaosClient(t, e.socket)
 			defer cl.conn.Close()
 			for i := range per {
-				sb, ctr, err := cl.lifecycle(e, fmt.Sprintf("chaos-%d-%d", c, i), ctrdEpoch.Load)
+				name := fmt.Sprintf("chaos-%d-%d", c, i)
+				epoch := ctrdEpoch.Load()
+				sb, ctr, err := cl.lifecycle(e, name, ctrdEpoch.Load)
 				mu.Lock()
 				sandboxes, containers = append(sandboxes, sb), append(containers, ctr)
 				mu.Unlock()
+				if err != nil && (ctrdEpoch.Load() != epoch || epoch%2 == 1) {
+					// containerd restarted under the lifecycle and failed a
+					// step of it: the kubelet removes such a pod and makes
+					// a new one. Nothing of the first may be left either.
+					t.Logf("client %d, lifecycle %d cut short by a restart of containerd: %v; removing its pod and starting again", c, i, err)
+					if err := cl.removePod(name, sb); err != nil {
+						t.Errorf("client %d, lifecycle %d: removing the pod: %v", c, i, err)
+					}
+					sb, ctr, err = cl.lifecycle(e, name+"-again", ctrdEpoch.Load)
+					mu.Lock()
+					sandboxes, containers = append(sandboxes, sb), append(containers, ctr)
+					mu.Unlock()
+				}
 				if err != nil {
 					t.Errorf("client %d, lifecycle %d: %v", c, i, err)
 					if failures.Add(1) > 5 {
@@ -337,6 +352,31 @@ func (cl *chaosClient) lifecycle(e *podEnv, name string, ctrdEpoch func() int32)
 		return sbID, ctrID, err
 	}
 	return sbID, ctrID, nil
+}
+
+// removePod stops and removes the pod named name (its ID when known), as
+// the kubelet does with a pod whose start failed.
+func (cl *chaosClient) removePod(name, sbID string) error {
+	if sbID == "" {
+		list, err := do("ListPodSandbox", func(ctx context.Context) (*runtime.ListPodSandboxResponse, error) {
+			return cl.rt.ListPodSandbox(ctx, &runtime.ListPodSandboxRequest{Filter: &runtime.PodSandboxFilter{LabelSelector: map[string]string{"chaos": name}}})
+		})
+		if err != nil || len(list.GetItems()) == 0 {
+			return err // never made
+		}
+		sbID = list.Items[0].Id
+	}
+	if _, err := do("StopPodSandbox", func(ctx context.Context) (any, error) {
+		_, err := cl.rt.StopPodSandbox(ctx, &runtime.StopPodSandboxRequest{PodSandboxId: sbID})
+		return nil, err
+	}); err != nil {
+		return err
+	}
+	_, err := do("RemovePodSandbox", func(ctx context.Context) (any, error) {
+		_, err := cl.rt.RemovePodSandbox(ctx, &runtime.RemovePodSandboxRequest{PodSandboxId: sbID})
+		return nil, err
+	})
+	return err
 }
 
 func (cl *chaosClient) findPod(name string) (string, error) {

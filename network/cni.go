@@ -3,11 +3,11 @@ package network
 import (
 	"context"
 	"fmt"
-	"os"
 	"slices"
 
 	"github.com/containernetworking/cni/libcni"
 	types100 "github.com/containernetworking/cni/pkg/types/100"
+	cnins "github.com/containernetworking/plugins/pkg/ns"
 	"k8s.io/klog/v2"
 )
 
@@ -153,10 +153,8 @@ func (m *Manager) Teardown(ctx context.Context, pod Pod, network string) error {
 	// IPAM plugins parse their ranges on DEL too: pass the pod CIDRs again.
 	pod.PodCIDRs = m.PodCIDRs()
 	rt := pod.runtimeConf()
-	if pod.NetNS != "" {
-		if _, err := os.Stat(pod.NetNS); err != nil {
-			rt.NetNS = "" // plugins release what they hold (IPs, rules) without it
-		}
+	if pod.NetNS != "" && !isNetNS(pod.NetNS) {
+		rt.NetNS = "" // plugins release what they hold (IPs, rules) without it
 	}
 	cni := m.cni()
 	list, err := m.teardownConfig(cni, network, rt)
@@ -179,6 +177,20 @@ func (m *Manager) Teardown(ctx context.Context, pod Pod, network string) error {
 		return fmt.Errorf("CNI loopback: DEL for pod %s: %w", pod.ID, err)
 	}
 	return nil
+}
+
+// isNetNS reports whether path is a mounted network namespace. A pin that
+// is gone, or a bare file left by an unmount cut short, is not one: CNI
+// plugins refuse such a path, so DEL must run as if there were no netns, as
+// containerd's CRI does for a closed one.
+func isNetNS(path string) bool {
+	ns, err := cnins.GetNS(path)
+	if err != nil {
+		klog.V(2).InfoS("Network namespace is gone; CNI DEL runs without it", "path", path, "err", err)
+		return false
+	}
+	_ = ns.Close()
+	return true
 }
 
 // loopback is the CNI config and runtime config that bring up a pod's "lo".

@@ -44,6 +44,11 @@ func (m *Manager) Run(ctx context.Context, cfg *runtime.PodSandboxConfig, handle
 	if err != nil {
 		return "", err
 	}
+	// The pause process runs as the pod's run_as_user and run_as_group.
+	sc := cfg.GetLinux().GetSecurityContext()
+	if err := userns.CheckIDs("pod sandbox", sc.GetRunAsUser(), sc.GetRunAsGroup(), nil); err != nil {
+		return "", err
+	}
 	if userns != nil && !rh.Features.UserNamespaces {
 		return "", fmt.Errorf("runtime handler %q does not support user namespaces on this node: %w", rh.Name, errdefs.ErrInvalidArgument)
 	}

@@ -75,6 +75,38 @@ func idMapping(kind string, m []*runtime.IDMapping) ([]specs.LinuxIDMapping, err
 	return []specs.LinuxIDMapping{{ContainerID: 0, HostID: m[0].GetHostId(), Size: m[0].GetLength()}}, nil
 }
 
+// CheckIDs refuses user and group IDs that the user namespace does not map:
+// runc could not switch to them, and would fail the start with no better
+// reason than "unmapped uid". A nil UserNS maps every ID.
+func (u *UserNS) CheckIDs(who string, uid, gid *runtime.Int64Value, groups []int64) error {
+	if u == nil {
+		return nil
+	}
+	unmapped := func(kind string, id int64, m specs.LinuxIDMapping) error {
+		if id >= int64(m.ContainerID) && id < int64(m.ContainerID)+int64(m.Size) {
+			return nil
+		}
+		return fmt.Errorf("%s: %s %d is not mapped by the pod's user namespace (%s 0-%d): %w",
+			who, kind, id, kind, int64(m.ContainerID)+int64(m.Size)-1, errdefs.ErrInvalidArgument)
+	}
+	if uid != nil {
+		if err := unmapped("UID", uid.GetValue(), u.UIDs[0]); err != nil {
+			return err
+		}
+	}
+	if gid != nil {
+		if err := unmapped("GID", gid.GetValue(), u.GIDs[0]); err != nil {
+			return err
+		}
+	}
+	for _, g := range groups {
+		if err := unmapped("GID", g, u.GIDs[0]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // Same reports whether a container's user namespace options ask for what its
 // pod has (nil options mean "as the pod").
 func (u *UserNS) Same(opts *runtime.UserNamespace) bool {

@@ -77,3 +77,33 @@ func TestUserNSOf(t *testing.T) {
 		t.Error("Same(POD) = true for a host-userns pod")
 	}
 }
+
+func TestUserNSCheckIDs(t *testing.T) {
+	u := &UserNS{UIDs: []specs.LinuxIDMapping{{HostID: 100000, Size: 65536}}, GIDs: []specs.LinuxIDMapping{{HostID: 100000, Size: 1000}}}
+	id := func(v int64) *runtime.Int64Value { return &runtime.Int64Value{Value: v} }
+	cases := []struct {
+		name     string
+		ns       *UserNS
+		uid, gid *runtime.Int64Value
+		groups   []int64
+		invalid  bool
+	}{
+		{name: "nothing asked", ns: u},
+		{name: "root", ns: u, uid: id(0), gid: id(0)},
+		{name: "last mapped IDs", ns: u, uid: id(65535), gid: id(999), groups: []int64{0, 999}},
+		{name: "uid past the mapping", ns: u, uid: id(65536), invalid: true},
+		{name: "huge uid", ns: u, uid: id(429496729), invalid: true},
+		{name: "negative uid", ns: u, uid: id(-1), invalid: true},
+		{name: "gid past the mapping", ns: u, uid: id(0), gid: id(1000), invalid: true},
+		{name: "supplemental group past the mapping", ns: u, groups: []int64{5, 1000}, invalid: true},
+		{name: "host user namespace maps all", ns: nil, uid: id(429496729), gid: id(429496729), groups: []int64{1 << 31}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			err := tc.ns.CheckIDs("pod", tc.uid, tc.gid, tc.groups)
+			if tc.invalid != errdefs.IsInvalidArgument(err) || (!tc.invalid && err != nil) {
+				t.Errorf("CheckIDs = %v, want invalid %v", err, tc.invalid)
+			}
+		})
+	}
+}
