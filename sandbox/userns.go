@@ -75,32 +75,41 @@ func idMapping(kind string, m []*runtime.IDMapping) ([]specs.LinuxIDMapping, err
 	return []specs.LinuxIDMapping{{ContainerID: 0, HostID: m[0].GetHostId(), Size: m[0].GetLength()}}, nil
 }
 
-// CheckIDs refuses user and group IDs that the user namespace does not map:
-// runc could not switch to them, and would fail the start with no better
-// reason than "unmapped uid". A nil UserNS maps every ID.
+// maxID is the highest user or group ID: (uid_t)-1 means "no ID" to the
+// kernel, and setgid/setgroups refuse it.
+const maxID = 1<<32 - 2
+
+// CheckIDs refuses user and group IDs that no process can take: outside
+// 0..2^32-2, or, in a pod with its own user namespace, not mapped by it.
+// runc would fail the start with no better reason than "setgroups: invalid
+// argument" or "unmapped uid". A nil UserNS (the host's) maps every ID.
 func (u *UserNS) CheckIDs(who string, uid, gid *runtime.Int64Value, groups []int64) error {
-	if u == nil {
-		return nil
-	}
-	unmapped := func(kind string, id int64, m specs.LinuxIDMapping) error {
-		if id >= int64(m.ContainerID) && id < int64(m.ContainerID)+int64(m.Size) {
+	check := func(kind string, id int64, m []specs.LinuxIDMapping) error {
+		if id < 0 || id > maxID {
+			return fmt.Errorf("%s: %s %d is not a valid ID (0-%d): %w", who, kind, id, int64(maxID), errdefs.ErrInvalidArgument)
+		}
+		if u == nil || (id >= int64(m[0].ContainerID) && id < int64(m[0].ContainerID)+int64(m[0].Size)) {
 			return nil
 		}
 		return fmt.Errorf("%s: %s %d is not mapped by the pod's user namespace (%s 0-%d): %w",
-			who, kind, id, kind, int64(m.ContainerID)+int64(m.Size)-1, errdefs.ErrInvalidArgument)
+			who, kind, id, kind, int64(m[0].ContainerID)+int64(m[0].Size)-1, errdefs.ErrInvalidArgument)
+	}
+	var uids, gids []specs.LinuxIDMapping
+	if u != nil {
+		uids, gids = u.UIDs, u.GIDs
 	}
 	if uid != nil {
-		if err := unmapped("UID", uid.GetValue(), u.UIDs[0]); err != nil {
+		if err := check("UID", uid.GetValue(), uids); err != nil {
 			return err
 		}
 	}
 	if gid != nil {
-		if err := unmapped("GID", gid.GetValue(), u.GIDs[0]); err != nil {
+		if err := check("GID", gid.GetValue(), gids); err != nil {
 			return err
 		}
 	}
 	for _, g := range groups {
-		if err := unmapped("GID", g, u.GIDs[0]); err != nil {
+		if err := check("GID", g, gids); err != nil {
 			return err
 		}
 	}

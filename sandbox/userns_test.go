@@ -96,7 +96,11 @@ func TestUserNSCheckIDs(t *testing.T) {
 		{name: "negative uid", ns: u, uid: id(-1), invalid: true},
 		{name: "gid past the mapping", ns: u, uid: id(0), gid: id(1000), invalid: true},
 		{name: "supplemental group past the mapping", ns: u, groups: []int64{5, 1000}, invalid: true},
-		{name: "host user namespace maps all", ns: nil, uid: id(429496729), gid: id(429496729), groups: []int64{1 << 31}},
+		{name: "host user namespace maps all", ns: nil, uid: id(429496729), gid: id(1<<32 - 2), groups: []int64{1 << 31}},
+		{name: "gid -1 on the host", ns: nil, uid: id(3), gid: id(-1), invalid: true},
+		{name: "uid (uid_t)-1 on the host", ns: nil, uid: id(1<<32 - 1), invalid: true},
+		{name: "uid past 32 bits on the host", ns: nil, uid: id(1 << 32), invalid: true},
+		{name: "negative supplemental group on the host", ns: nil, groups: []int64{-5}, invalid: true},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
