@@ -192,10 +192,10 @@ func (m *Manager) Start(ctx context.Context, id string) error {
 		return err
 	}
 	task, err := ctr.NewTask(ctx, stdio.creator())
-	if err != nil && strings.Contains(err.Error(), "file exists") {
-		// Its bundle is in the way: that create is still finishing.
+	if wait, ok := createRace(err); ok {
 		stdio.abort()
-		if adopted, serr := m.settleLeftTask(ctx, c.ID, 10*time.Second); serr != nil || adopted {
+		klog.V(2).InfoS("Task create met that of a Start a crash cut short; settling it", "id", c.ID, "err", err)
+		if adopted, serr := m.settleLeftTask(ctx, c.ID, wait); serr != nil || adopted {
 			return serr
 		}
 		if stdio, err = m.prepareStdio(&c); err != nil {
@@ -246,6 +246,27 @@ func (m *Manager) Start(ctx context.Context, id string) error {
 		m.watchExit(context.WithoutCancel(ctx), c.ID, exited)
 	}()
 	return m.persistStatus(ctx, c.ID)
+}
+
+// createRace reports whether a task create failed because containerd was
+// still finishing, or undoing, the create of an earlier Start of the same
+// container that a crash of peapod cut short, and how long to wait for it
+// to end before trying again:
+//   - the task exists: that create made it (it may not be listed yet);
+//   - "file exists": its bundle is in the way, the create is still going;
+//   - "getwd": containerd 1.6 undid that create by deleting the bundle
+//     directory, which by then was the bundle of this create, under the
+//     shim being started in it.
+func createRace(err error) (time.Duration, bool) {
+	switch {
+	case err == nil:
+		return 0, false
+	case errdefs.IsAlreadyExists(err), strings.Contains(err.Error(), "file exists"):
+		return 10 * time.Second, true
+	case strings.Contains(err.Error(), "getwd: no such file or directory"):
+		return time.Second, true
+	}
+	return 0, false
 }
 
 // watchExit records the container's exit when its task's wait returns.

@@ -1,6 +1,8 @@
 package container
 
 import (
+	"errors"
+	"fmt"
 	"os"
 	"testing"
 	"time"
@@ -94,5 +96,27 @@ func TestProcessStart(t *testing.T) {
 	got := processStart(uint32(os.Getpid()))
 	if d := time.Since(got); d < 0 || d > time.Hour {
 		t.Errorf("this test process started %s ago, by processStart", d)
+	}
+}
+
+func TestCreateRace(t *testing.T) {
+	cases := []struct {
+		name string
+		err  error
+		want bool
+	}{
+		{"no error", nil, false},
+		{"task exists", fmt.Errorf("task abc: %w", errdefs.ErrAlreadyExists), true},
+		{"bundle in the way", errors.New("failed to create shim task: mkdir /run/containerd/io.containerd.runtime.v2.task/k8s/abc: file exists: unknown"), true},
+		{"bundle removed under the shim (containerd 1.6)", errors.New("failed to start shim: start failed: io.containerd.runc.v2: getwd: no such file or directory: exit status 1"), true},
+		{"runc refuses the process", errors.New(`OCI runtime create failed: runc create failed: unable to start container process: exec: "nosuch": executable file not found in $PATH`), false},
+		{"containerd away", errdefs.ErrUnavailable, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, got := createRace(tc.err); got != tc.want {
+				t.Errorf("createRace(%v) = %v, want %v", tc.err, got, tc.want)
+			}
+		})
 	}
 }
