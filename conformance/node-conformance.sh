@@ -64,9 +64,13 @@ fi
 e2e_path="$LAB_BIN:/usr/local/sbin:/usr/local/bin:/usr/sbin:/sbin:$nosd"
 
 failed=() summaries=()
-# e2e_run NAME ENDPOINT HELD: one run of the suite, summarized.
+# e2e_run NAME ENDPOINT HELD CONTAINERD NAMESPACE: one run of the suite,
+# summarized. The kubelet's cAdvisor reads the runtime's containers from
+# containerd itself (their cgroups, and the labels containerd's CRI gives
+# them): it is pointed at the containerd and namespace the runtime uses,
+# not at its default /run/containerd/containerd.sock and k8s.io.
 e2e_run() {
-	local name=$1 ep=$2 held=$3 out rc=0 start status=0
+	local name=$1 ep=$2 held=$3 ctrd=$4 ns=$5 out rc=0 start status=0
 	out=$LAB_STATE/node-conformance/$name
 	rm -rf "$out" && mkdir -p "$out"
 	cleanup_kubelet_root   # what an interrupted run left
@@ -83,7 +87,7 @@ e2e_run() {
 		--focus "$focus" --skip "$skip" --json-report report.json --output-dir "$out" \
 		"$LAB_BIN/e2e_node.test" -- \
 		--container-runtime-endpoint "$ep" --prepull-images=false \
-		--kubelet-flags='--cgroup-driver=cgroupfs --fail-swap-on=false' \
+		--kubelet-flags="--cgroup-driver=cgroupfs --fail-swap-on=false --containerd=$ctrd --containerd-namespace=$ns" \
 		--report-dir "$out/report") >"$out/e2e.log" 2>&1 || rc=$?
 	local expected=()
 	[ "$held" = reported ] || expected=(--expected "$LAB_DIR/node-conformance-expected-failures.txt")
@@ -112,7 +116,8 @@ for t in $targets; do
 	inst=node-$t
 	"$LAB_DIR/peapod.sh" up "$inst" "$("$LAB_DIR/containerd.sh" address "$t")"
 	"$LAB_DIR/peapod.sh" clean "$inst"
-	e2e_run "peapod-containerd-$t" "unix://$("$LAB_DIR/peapod.sh" address "$inst")" held
+	e2e_run "peapod-containerd-$t" "unix://$("$LAB_DIR/peapod.sh" address "$inst")" held \
+		"$("$LAB_DIR/containerd.sh" address "$t")" "$("$LAB_DIR/peapod.sh" namespace "$inst")"
 	peapod_names+=("peapod-containerd-$t")
 	"$LAB_DIR/peapod.sh" down "$inst"
 done
@@ -120,7 +125,8 @@ done
 ref=containerd-2.4-builtin
 if [ "$reference" = 1 ]; then
 	"$LAB_DIR/containerd.sh" up 2.4
-	e2e_run "$ref" "unix://$("$LAB_DIR/containerd.sh" address 2.4)" reported
+	e2e_run "$ref" "unix://$("$LAB_DIR/containerd.sh" address 2.4)" reported \
+		"$("$LAB_DIR/containerd.sh" address 2.4)" k8s.io
 fi
 
 echo

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs a peapod instance of the lab from this checkout's bin/peapod.
 #   peapod.sh up NAME CONTAINERD_SOCKET [EXTRA_FLAGS...]
-#   peapod.sh down|status|address|clean NAME   (clean: remove all its pods)
+#   peapod.sh down|status|address|namespace|clean NAME
+#     (namespace: its containerd namespace; clean: remove all its pods)
 # NAME "main" serves the default socket /run/peapod/peapod.sock with the
 # default root, state and containerd namespace; any other name gets its own
 # socket, root, state and namespace, so lab runs never disturb one another.
@@ -9,7 +10,7 @@
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
-usage() { echo "usage: $0 up NAME CONTAINERD_SOCKET [FLAGS...] | down|status|address NAME" >&2; exit 2; }
+usage() { echo "usage: $0 up NAME CONTAINERD_SOCKET [FLAGS...] | down|status|address|namespace|clean NAME" >&2; exit 2; }
 [ $# -ge 2 ] || usage
 cmd=$1 name=$2
 shift 2
@@ -65,6 +66,9 @@ status)
 	;;
 address)
 	echo "$sock"
+	;;
+namespace)
+	echo "$ns"
 	;;
 clean)
 	[ "$name" != main ] || die "refusing to remove the pods of the main instance"

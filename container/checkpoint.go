@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -260,7 +261,9 @@ func writeCheckpointMetadata(c *Container, info *containers.Container, status *r
 func (m *Manager) writeArchive(id, dir, location string) (retErr error) {
 	tmp, err := os.CreateTemp(filepath.Dir(location), "."+filepath.Base(location)+".*.partial")
 	if err != nil {
-		return err
+		// Not a directory files can be made in (read-only, or a
+		// pseudo-filesystem such as /proc): the location is unusable.
+		return fmt.Errorf("checkpoint location %q: cannot write a file beside it: %v: %w", location, err, errdefs.ErrInvalidArgument)
 	}
 	note := m.partialArchiveNote(id)
 	defer func() {
@@ -385,6 +388,16 @@ func checkLocation(location string) error {
 	return nil
 }
 
+// criuPassed is the CRIU binary (path, size and modification time) whose
+// check last passed. criu check probes the kernel with sockets of fixed
+// names, so two at once can fail each other ("Unable to connect a socket:
+// Connection refused"): checks run one at a time, and a CRIU that passed is
+// not checked again until it is replaced.
+var criuPassed struct {
+	sync.Mutex
+	key string
+}
+
 // checkCRIU refuses a checkpoint on a node without a CRIU that can take it:
 // none on the PATH (which the shims' runc searches too), one too old, or
 // one that cannot work with this kernel (criu check).
@@ -393,6 +406,23 @@ func checkCRIU(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("checkpoints need CRIU, which is not installed on this node: %w", errdefs.ErrFailedPrecondition)
 	}
+	var key string
+	if fi, err := os.Stat(path); err == nil {
+		key = fmt.Sprintf("%s %d %d", path, fi.Size(), fi.ModTime().UnixNano())
+	}
+	criuPassed.Lock()
+	defer criuPassed.Unlock()
+	if key != "" && key == criuPassed.key {
+		return nil
+	}
+	if err := runCRIUCheck(ctx, path); err != nil {
+		return err
+	}
+	criuPassed.key = key
+	return nil
+}
+
+func runCRIUCheck(ctx context.Context, path string) error {
 	out, err := exec.CommandContext(ctx, path, "--version").Output()
 	if err != nil {
 		return fmt.Errorf("checkpoints need CRIU, but %s --version failed: %v: %w", path, err, errdefs.ErrFailedPrecondition)

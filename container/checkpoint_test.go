@@ -81,6 +81,39 @@ func TestCheckCRIU(t *testing.T) {
 	}
 }
 
+// TestCheckCRIUOnce: a CRIU that passed its check is not checked again (two
+// checks at once can fail each other); one that failed is.
+func TestCheckCRIUOnce(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		check  string // the fake's check command
+		ok     bool
+		checks int // checks run by three checkCRIU calls
+	}{
+		{"passes", "echo 'Looks good.'", true, 1},
+		{"fails", "echo 'Error (criu/kerndat.c:732): Unable to connect a socket: Connection refused' >&2; exit 1", false, 3},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			count := filepath.Join(dir, "checks")
+			script := "#!/bin/sh\ncase $1 in\n--version) echo 'Version: 4.1.1' ;;\ncheck) echo x >>" + count + "; " + tc.check + " ;;\nesac\n"
+			if err := os.WriteFile(filepath.Join(dir, "criu"), []byte(script), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			t.Setenv("PATH", dir)
+			for range 3 {
+				if err := checkCRIU(context.Background()); (err == nil) != tc.ok {
+					t.Fatalf("checkCRIU = %v, want ok %v", err, tc.ok)
+				}
+			}
+			b, _ := os.ReadFile(count)
+			if n := strings.Count(string(b), "x"); n != tc.checks {
+				t.Errorf("criu check ran %d times, want %d", n, tc.checks)
+			}
+		})
+	}
+}
+
 func TestCheckLocation(t *testing.T) {
 	dir := t.TempDir()
 	for _, tc := range []struct {

@@ -22,6 +22,7 @@ import (
 	"github.com/peapod-cri/peapod/eventbus"
 	"github.com/peapod-cri/peapod/failpoint"
 	"github.com/peapod-cri/peapod/image"
+	"github.com/peapod-cri/peapod/record"
 	"github.com/peapod-cri/peapod/sandbox"
 )
 
@@ -110,7 +111,8 @@ func (m *Manager) Create(ctx context.Context, sandboxID string, cfg *runtime.Con
 	} else {
 		c.CgroupsPath = filepath.Join("/", m.config.Namespace, id)
 	}
-	labels := map[string]string{kindLabel: kindContainer, sandboxLabel: sb.ID}
+	labels := record.Labels(record.KindContainer, cfg.GetLabels(), img.Config.Labels,
+		map[string]string{kindLabel: kindContainer, sandboxLabel: sb.ID})
 	// The writable snapshot (and any image volume's view) exists before the
 	// container that keeps it: peapod's own lease keeps it meanwhile, which
 	// the next start-up ends if peapod dies here. (Without one, the

@@ -122,7 +122,7 @@ func (m *Manager) Run(ctx context.Context, cfg *runtime.PodSandboxConfig, handle
 	}
 	// The container records the netns before anything is asked of CNI.
 	ctr, err := m.client.NewContainer(lctx, id,
-		client.WithContainerLabels(map[string]string{kindLabel: kindSandbox}),
+		client.WithContainerLabels(record.Labels(record.KindSandbox, cfg.GetLabels(), nil, map[string]string{kindLabel: kindSandbox})),
 		rh.ContainerOpt(),
 		client.WithSnapshotter(image.Snapshotter),
 		client.WithNewSnapshot(id, pause, userns.SnapshotOpts()...),
