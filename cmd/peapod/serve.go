@@ -28,6 +28,7 @@ import (
 	"github.com/peapod-cri/peapod/runtimehandler"
 	"github.com/peapod-cri/peapod/sandbox"
 	"github.com/peapod-cri/peapod/server"
+	"github.com/peapod-cri/peapod/shimreaper"
 	"github.com/peapod-cri/peapod/streaming"
 	"github.com/peapod-cri/peapod/version"
 )
@@ -38,6 +39,9 @@ const (
 	// shutdownGrace bounds how long in-flight CRI calls may run after
 	// SIGTERM before they are cut off.
 	shutdownGrace = 10 * time.Second
+	// shimSweepInterval is how often shims containerd lost are looked for
+	// (see shimreaper); one is ended at its second sighting.
+	shimSweepInterval = 20 * time.Second
 )
 
 // serve runs the daemon until SIGTERM or SIGINT. Stopping peapod never
@@ -123,6 +127,8 @@ func serve(cfg *config.Config) error {
 			{"pod sandboxes", sandboxes.Recover},
 			{"containers", containers.Recover},
 		}) {
+			reaper := &shimreaper.Reaper{ProcRoot: "/proc", Namespace: cfg.ContainerdNamespace, Address: cfg.ContainerdAddress}
+			go reaper.Run(ctx, shimSweepInterval)
 			monitor.Run(ctx, ctrd, cfg.ContainerdNamespace, sandboxes, containers)
 		}
 	}()
