@@ -10,10 +10,8 @@ import (
 	"syscall"
 	"time"
 
-	tasks "github.com/containerd/containerd/api/services/tasks/v1"
 	"github.com/containerd/containerd/v2/client"
 	"github.com/containerd/errdefs"
-	"github.com/containerd/errdefs/pkg/errgrpc"
 	"github.com/moby/sys/signal"
 	"google.golang.org/protobuf/proto"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -24,6 +22,7 @@ import (
 	"github.com/peapod-cri/peapod/image"
 	"github.com/peapod-cri/peapod/record"
 	"github.com/peapod-cri/peapod/sandbox"
+	"github.com/peapod-cri/peapod/shimreaper"
 )
 
 // killTimeout bounds the wait for a SIGKILLed container to exit.
@@ -428,11 +427,7 @@ func (m *Manager) Remove(ctx context.Context, id string) error {
 		if terr == nil {
 			_, terr = task.Delete(ctx, client.WithProcessKill)
 		} else if errdefs.IsNotFound(terr) {
-			// A task delete cut short (its caller died) leaves containerd
-			// holding the shim, which reports no task: only another delete
-			// lets it go.
-			_, terr = m.client.TaskService().Delete(ctx, &tasks.DeleteTaskRequest{ContainerID: c.ID})
-			terr = errgrpc.ToNative(terr)
+			terr = shimreaper.DeleteUnlisted(ctx, m.client.TaskService(), c.ID)
 		}
 		if terr != nil && !errdefs.IsNotFound(terr) {
 			return fmt.Errorf("deleting task of container %s: %w", c.ID, terr)

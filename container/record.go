@@ -82,6 +82,16 @@ type Container struct {
 	Draining bool
 }
 
+// Reported is the container as the CRI reports it: one that has exited but
+// is still draining its output is running, with no exit yet (see
+// Manager.revealExit).
+func (c Container) Reported() Container {
+	if c.Draining {
+		c.State, c.FinishedAt, c.ExitCode, c.Reason, c.Message = StateRunning, time.Time{}, 0, "", ""
+	}
+	return c
+}
+
 // exit records the exit of a running container, with the reason the
 // kubelet shows: OOMKilled when the OOM killer killed it (an OOM event came
 // first, or its cgroup counted a kill), else Completed or Error by its exit

@@ -92,3 +92,20 @@ func TestContainerExitOfItsProcess(t *testing.T) {
 		})
 	}
 }
+
+func TestReported(t *testing.T) {
+	at := time.Unix(1700000000, 0)
+	exited := Container{Record: Record{Status: Status{State: StateExited, ExitCode: 3, FinishedAt: at, Reason: ReasonError, Message: "m"}}}
+	if got := exited.Reported(); got.State != StateExited || got.ExitCode != 3 || !got.FinishedAt.Equal(at) || got.Reason != ReasonError {
+		t.Errorf("Reported(exited) = %+v, want it unchanged", got.Status)
+	}
+	draining := exited
+	draining.Draining = true
+	got := draining.Reported()
+	if got.State != StateRunning || got.ExitCode != 0 || !got.FinishedAt.IsZero() || got.Reason != "" || got.Message != "" {
+		t.Errorf("Reported(draining) = %+v, want running with no exit", got.Status)
+	}
+	if draining.State != StateExited {
+		t.Error("Reported changed the container it was called on")
+	}
+}

@@ -8,13 +8,12 @@ import (
 	"syscall"
 	"time"
 
-	tasks "github.com/containerd/containerd/api/services/tasks/v1"
 	"github.com/containerd/containerd/v2/client"
 	"github.com/containerd/errdefs"
-	"github.com/containerd/errdefs/pkg/errgrpc"
 	"k8s.io/klog/v2"
 
 	"github.com/peapod-cri/peapod/eventbus"
+	"github.com/peapod-cri/peapod/shimreaper"
 )
 
 // pauseStopTimeout bounds the wait for a killed pause container to exit.
@@ -163,11 +162,7 @@ func (m *Manager) deleteTask(ctx context.Context, id string) error {
 	}
 	task, err := ctr.Task(ctx, nil)
 	if errdefs.IsNotFound(err) {
-		// A task delete cut short (its caller died) leaves containerd
-		// holding the shim, which reports no task: only another delete
-		// lets it go.
-		_, err = m.client.TaskService().Delete(ctx, &tasks.DeleteTaskRequest{ContainerID: id})
-		if err = errgrpc.ToNative(err); err != nil && !errdefs.IsNotFound(err) {
+		if err := shimreaper.DeleteUnlisted(ctx, m.client.TaskService(), id); err != nil {
 			return fmt.Errorf("deleting pause task of sandbox %s: %w", id, err)
 		}
 		return nil

@@ -17,7 +17,7 @@ func (s *Service) ListContainers(ctx context.Context, r *runtime.ListContainersR
 	f := r.GetFilter()
 	out := make([]*runtime.Container, 0, len(all))
 	for _, c := range all {
-		state := containerState(c)
+		state := containerState(c.Reported().State)
 		switch {
 		case f.GetId() != "" && !strings.HasPrefix(c.ID, f.GetId()),
 			f.GetPodSandboxId() != "" && !strings.HasPrefix(c.SandboxID, f.GetPodSandboxId()),

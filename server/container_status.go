@@ -36,16 +36,12 @@ func (s *Service) ContainerStatus(ctx context.Context, r *runtime.ContainerStatu
 
 // containerStatus is the CRI status of a container.
 func (s *Service) containerStatus(ctx context.Context, c container.Container) *runtime.ContainerStatus {
+	c = c.Reported()
 	cfg := c.Config
-	if c.Draining {
-		// Exited, but its last output may not be in its log yet: running
-		// until it is (see container.Manager.revealExit).
-		c.State, c.FinishedAt, c.ExitCode, c.Reason, c.Message = container.StateRunning, time.Time{}, 0, "", ""
-	}
 	st := &runtime.ContainerStatus{
 		Id:          c.ID,
 		Metadata:    cfg.GetMetadata(),
-		State:       containerState(c),
+		State:       containerState(c.State),
 		CreatedAt:   c.CreatedAt.UnixNano(),
 		StartedAt:   unixNano(c.StartedAt),
 		FinishedAt:  unixNano(c.FinishedAt),
@@ -109,13 +105,8 @@ func (s *Service) imageRef(ctx context.Context, id string) string {
 	return id
 }
 
-// containerState is the CRI state of a container: an exited one still
-// draining its output is running (see container.Manager.revealExit).
-func containerState(c container.Container) runtime.ContainerState {
-	if c.Draining {
-		return runtime.ContainerState_CONTAINER_RUNNING
-	}
-	switch c.State {
+func containerState(st container.State) runtime.ContainerState {
+	switch st {
 	case container.StateCreated:
 		return runtime.ContainerState_CONTAINER_CREATED
 	case container.StateRunning:

@@ -1,4 +1,9 @@
-// Package shimreaper ends the containerd shims containerd itself has lost.
+// Package shimreaper ends the containerd shims containerd itself has lost,
+// or holds on to with no task to show for them.
+//
+// A task delete cut short (its caller, peapod, killed midway) leaves
+// containerd 2.x holding the task's shim while it lists no task: only
+// another delete lets that shim go (DeleteUnlisted).
 //
 // When a task create is cut short (its caller, peapod, killed midway) or
 // containerd restarts while a shim starts, containerd can delete the
@@ -22,8 +27,22 @@ import (
 	"syscall"
 	"time"
 
+	tasks "github.com/containerd/containerd/api/services/tasks/v1"
+	"github.com/containerd/errdefs"
+	"github.com/containerd/errdefs/pkg/errgrpc"
 	"k8s.io/klog/v2"
 )
+
+// DeleteUnlisted deletes the task of container id, for a caller that found
+// none listed: containerd may still hold its shim after a delete cut short.
+// A task that is really gone is not an error.
+func DeleteUnlisted(ctx context.Context, ts tasks.TasksClient, id string) error {
+	_, err := ts.Delete(ctx, &tasks.DeleteTaskRequest{ContainerID: id})
+	if err = errgrpc.ToNative(err); errdefs.IsNotFound(err) {
+		return nil
+	}
+	return err
+}
 
 // Shim is a containerd shim process.
 type Shim struct {
