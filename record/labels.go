@@ -28,7 +28,7 @@ const ownPrefix = "io.peapod."
 // peapod's own, which nothing overrides. A label in containerd's reserved
 // namespaces (containerd.io/, whose garbage-collection labels containerd
 // acts on; io.cri-containerd.) or in peapod's is not copied, and neither is
-// one containerd would refuse (over 4096 bytes): the CRI labels are kept
+// one containerd would refuse (no key, or over 4096 bytes): the CRI labels are kept
 // whole in the record, which is what the CRI answers from.
 func Labels(kind string, criLabels, imageLabels, own map[string]string) map[string]string {
 	labels := make(map[string]string, len(imageLabels)+len(criLabels)+len(own)+1)
@@ -36,6 +36,10 @@ func Labels(kind string, criLabels, imageLabels, own map[string]string) map[stri
 		for k, v := range from {
 			if clabels.IsReserved(k) || strings.HasPrefix(k, ownPrefix) {
 				klog.V(4).InfoS("Not copying a label in a reserved namespace to containerd", "source", source, "key", k)
+				continue
+			}
+			if k == "" {
+				klog.V(4).InfoS("Not copying a label with no key to containerd", "source", source)
 				continue
 			}
 			if err := clabels.Validate(k, v); err != nil {

@@ -28,8 +28,8 @@ func TestLabels(t *testing.T) {
 			image: map[string]string{"containerd.io/gc.expire": "2000-01-01T00:00:00Z", "io.peapod.sandbox-id": "other"},
 			own:   map[string]string{"io.peapod.kind": "container", "io.peapod.sandbox-id": "mine"},
 			want:  map[string]string{"io.cri-containerd.kind": "container", "io.peapod.kind": "container", "io.peapod.sandbox-id": "mine"}},
-		{name: "a label containerd would refuse is left out", kind: KindSandbox,
-			cri:  map[string]string{"big": long, "ok": "1"},
+		{name: "labels containerd would refuse are left out", kind: KindSandbox,
+			cri:  map[string]string{"big": long, "": "no key", "ok": "1"},
 			want: map[string]string{"ok": "1", "io.cri-containerd.kind": "sandbox"}},
 	}
 	for _, tc := range cases {
