@@ -20,6 +20,7 @@ import (
 	"github.com/peapod-cri/peapod/eventbus"
 	"github.com/peapod-cri/peapod/failpoint"
 	"github.com/peapod-cri/peapod/image"
+	"github.com/peapod-cri/peapod/metrics"
 	"github.com/peapod-cri/peapod/record"
 	"github.com/peapod-cri/peapod/sandbox"
 	"github.com/peapod-cri/peapod/shimreaper"
@@ -79,7 +80,9 @@ func (m *Manager) Create(ctx context.Context, sandboxID string, cfg *runtime.Con
 	if err != nil {
 		return "", err
 	}
+	done := metrics.Phase(opCreate, "image")
 	handle, err := m.images.Handle(ctx, img)
+	done()
 	if err != nil {
 		return "", err
 	}
@@ -137,7 +140,9 @@ func (m *Manager) Create(ctx context.Context, sandboxID string, cfg *runtime.Con
 		}
 		failpoint.Hit("container-create:after-image-volumes")
 	}
+	done = metrics.Phase(opCreate, "spec")
 	specOpts, err := m.specOpts(ctx, c, &sb, img, rh)
+	done()
 	if err != nil {
 		return "", err
 	}
@@ -155,7 +160,9 @@ func (m *Manager) Create(ctx context.Context, sandboxID string, cfg *runtime.Con
 		// Its task joins the pod's shim directly (see sandbox/shimgroup.go).
 		ctrOpts = append(ctrOpts, client.WithSandbox(sb.ID))
 	}
+	done = metrics.Phase(opCreate, "container_create")
 	_, err = m.client.NewContainer(ctx, id, ctrOpts...)
+	done()
 	if err != nil {
 		// The snapshot may exist without the container.
 		_ = m.client.SnapshotService(image.Snapshotter).Remove(context.WithoutCancel(ctx), id)
@@ -183,20 +190,24 @@ func (m *Manager) Start(ctx context.Context, id string) error {
 	if err := m.ensureImageVolumes(ctx, &c); err != nil {
 		return fmt.Errorf("starting container %s: %w", c.ID, err)
 	}
-	// A task a crashed Start left (recovery settles those it finds, but
-	// the create may have been still under way in containerd then).
-	if adopted, err := m.settleLeftTask(ctx, c.ID, 0); err != nil || adopted {
+	// A task a Start cut short left (by a crash of peapod, or a break of
+	// containerd): carry on with it, see settleTask.
+	if settled, err := m.settleLeftTask(ctx, c.ID, 0); err != nil || settled {
 		return err
 	}
+	done := metrics.Phase(opStart, "stdio")
 	stdio, err := m.prepareStdio(&c)
+	done()
 	if err != nil {
 		return err
 	}
+	done = metrics.Phase(opStart, "task_create")
 	task, err := ctr.NewTask(ctx, stdio.creator())
+	done()
 	if wait, ok := createRace(err); ok {
 		stdio.abort()
 		klog.V(2).InfoS("Task create met that of a Start a crash cut short; settling it", "id", c.ID, "err", err)
-		if adopted, serr := m.settleLeftTask(ctx, c.ID, wait); serr != nil || adopted {
+		if settled, serr := m.settleLeftTask(ctx, c.ID, wait); serr != nil || settled {
 			return serr
 		}
 		if stdio, err = m.prepareStdio(&c); err != nil {
@@ -204,49 +215,76 @@ func (m *Manager) Start(ctx context.Context, id string) error {
 		}
 		task, err = ctr.NewTask(ctx, stdio.creator())
 	}
-	var exited <-chan client.ExitStatus
-	if err == nil {
-		// Wait before Start: a container that exits at once must not be missed.
-		exited, err = task.Wait(context.WithoutCancel(ctx))
+	if err != nil {
+		return m.startFailed(ctx, c.ID, err, stdio, nil)
 	}
+	return m.startTask(ctx, c.ID, task, stdio)
+}
+
+// startTask starts task, made for created container id by this Start
+// (stdio is how it was wired) or by one cut short (stdio is nil), and
+// records the container running and watches it. The caller holds the
+// container's lock.
+func (m *Manager) startTask(ctx context.Context, id string, task client.Task, stdio *taskStdio) error {
+	// Wait before Start: a container that exits at once must not be missed.
+	exited, err := task.Wait(context.WithoutCancel(ctx))
 	if err == nil {
 		failpoint.Hit("container-start:after-task")
+		done := metrics.Phase(opStart, "task_start")
 		err = task.Start(ctx)
-	}
-	if err != nil && task != nil {
-		_, _ = task.Delete(context.WithoutCancel(ctx), client.WithProcessKill)
-	}
-	if err != nil && (errdefs.IsUnavailable(err) || errdefs.IsCanceled(err) || errdefs.IsDeadlineExceeded(err)) {
-		// containerd went away mid-call: whether the task was made (or
-		// even started) is unknown. The container stays created, and the
-		// task, if there is one, is settled by a retried Start or by the
-		// resync that follows containerd's return.
-		stdio.abort()
-		return fmt.Errorf("starting container %s: %v: %w", c.ID, err, errdefs.ErrUnavailable)
+		done()
 	}
 	if err != nil {
-		stdio.abort()
-		failed, _ := m.index.Update(c.ID, func(r *Container) {
-			r.State, r.ExitCode, r.Reason, r.Message = StateExited, 128, ReasonStartError, err.Error()
-			r.StartedAt, r.FinishedAt = time.Now(), time.Now()
-		})
-		if perr := m.persistStatus(ctx, c.ID); perr != nil {
-			klog.ErrorS(perr, "Persisting start failure", "id", c.ID)
-		}
-		m.publish(&failed, eventbus.Stopped)
-		return fmt.Errorf("starting container %s: %w", c.ID, err)
+		return m.startFailed(ctx, id, err, stdio, task)
 	}
 	failpoint.Hit("container-start:after-start")
-	started, _ := m.index.Update(c.ID, func(r *Container) {
+	started, _ := m.index.Update(id, func(r *Container) {
 		r.State, r.StartedAt, r.Pid = StateRunning, time.Now(), task.Pid()
 	})
 	m.publish(&started, eventbus.Started)
-	m.watching.Store(c.ID, true)
+	m.watching.Store(id, true)
 	go func() {
-		defer m.watching.Delete(c.ID)
-		m.watchExit(context.WithoutCancel(ctx), c.ID, exited)
+		defer m.watching.Delete(id)
+		m.watchExit(context.WithoutCancel(ctx), id, exited)
 	}()
-	return m.persistStatus(ctx, c.ID)
+	defer metrics.Phase(opStart, "record_write")()
+	return m.persistStatus(ctx, id)
+}
+
+// opCreate and opStart name the phases of CreateContainer and
+// StartContainer in the metrics.
+const (
+	opCreate = "container_create"
+	opStart  = "container_start"
+)
+
+// startFailed settles a Start of container id that failed with err, after
+// task was made if it is not nil. When containerd went away mid-call,
+// whether the task was made, or even started, is unknown: the container
+// stays created, with its task and that task's IO, for a retried Start
+// (or the resync that follows containerd's return) to carry on with. Any
+// other failure leaves the container exited with the start error, its
+// task deleted.
+func (m *Manager) startFailed(ctx context.Context, id string, err error, stdio *taskStdio, task client.Task) error {
+	if errdefs.IsUnavailable(err) || errdefs.IsCanceled(err) || errdefs.IsDeadlineExceeded(err) {
+		if task == nil {
+			stdio.abort()
+		}
+		return fmt.Errorf("starting container %s: %v: %w", id, err, errdefs.ErrUnavailable)
+	}
+	if task != nil {
+		_, _ = task.Delete(context.WithoutCancel(ctx), client.WithProcessKill)
+	}
+	stdio.abort()
+	failed, _ := m.index.Update(id, func(r *Container) {
+		r.State, r.ExitCode, r.Reason, r.Message = StateExited, 128, ReasonStartError, err.Error()
+		r.StartedAt, r.FinishedAt = time.Now(), time.Now()
+	})
+	if perr := m.persistStatus(ctx, id); perr != nil {
+		klog.ErrorS(perr, "Persisting start failure", "id", id)
+	}
+	m.publish(&failed, eventbus.Stopped)
+	return fmt.Errorf("starting container %s: %w", id, err)
 }
 
 // createRace reports whether a task create failed because containerd was
@@ -297,8 +335,8 @@ func (m *Manager) Stop(ctx context.Context, id string, timeout time.Duration) er
 }
 
 // settleLeftTask settles (see settleTask) a task left to created container
-// id by a Start a crash cut short, waiting up to wait for one to appear; it
-// reports whether it adopted the task (the container then runs).
+// id by a Start cut short, waiting up to wait for one to appear; it reports
+// whether that settled the start (the container then runs, or has exited).
 func (m *Manager) settleLeftTask(ctx context.Context, id string, wait time.Duration) (bool, error) {
 	p, err := m.leftTask(ctx, id, wait)
 	if err != nil || p == nil {

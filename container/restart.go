@@ -16,6 +16,7 @@ import (
 	"github.com/containerd/errdefs/pkg/errgrpc"
 	"k8s.io/klog/v2"
 
+	"github.com/peapod-cri/peapod/containerio"
 	"github.com/peapod-cri/peapod/eventbus"
 )
 
@@ -49,9 +50,17 @@ func (m *Manager) Recover(ctx context.Context) error {
 }
 
 // finishStart settles a container recorded as created that has a task:
-// peapod died inside StartContainer, after creating the task (see
-// settleTask).
+// peapod died inside StartContainer, after creating the task. One that was
+// started is adopted (see settleTask). One never started is kept, with its
+// IO, for the container's next StartContainer to start: deleting it for
+// that Start to make another with the same ID is unsafe on containerd 1.6,
+// whose clean-up after the old task's shim disconnects runs late and by ID,
+// and so can unlist (and report exited) the new task.
 func (m *Manager) finishStart(ctx context.Context, c Container, p *tasktypes.Process) {
+	if p.GetStatus() == tasktypes.Status_CREATED {
+		klog.InfoS("Keeping the task of a container whose start was interrupted, for its next start", "id", c.ID)
+		return
+	}
 	unlock := m.index.Lock(c.ID)
 	defer unlock()
 	if cur, err := m.index.Get(c.ID); err != nil || cur.State != StateCreated {
@@ -62,19 +71,38 @@ func (m *Manager) finishStart(ctx context.Context, c Container, p *tasktypes.Pro
 	}
 }
 
-// settleTask settles the task a Start cut short by a crash left to created
-// container id; the caller holds the container's lock. A task never started
-// is deleted, so that the container can be started again; one that was
-// started is adopted, as if Start had returned: the container is running
-// (or has exited since), and watched. It reports whether it adopted.
+// settleTask carries on with the task p that a Start cut short (by a crash
+// of peapod, or a break of containerd) left to created container id, as
+// that Start would have; the caller holds the container's lock. A task
+// never started is started now, unless its IO is gone: a fifo relay (see
+// prepareStdio) that did not outlive the cut. That one is deleted, so that
+// a new task can be made, after shimSettle. A task that was started is
+// adopted: the container is running (or has exited since), and watched.
+// It reports whether the start is settled (started or adopted).
 func (m *Manager) settleTask(ctx context.Context, id string, p *tasktypes.Process) (bool, error) {
 	if p.GetStatus() == tasktypes.Status_CREATED {
-		klog.InfoS("Deleting the task of a container whose start was interrupted", "id", id)
-		if _, err := m.client.TaskService().Delete(ctx, &tasks.DeleteTaskRequest{ContainerID: id}); err != nil &&
-			!errdefs.IsNotFound(errgrpc.ToNative(err)) {
-			return false, fmt.Errorf("deleting the unstarted task of container %s: %w", id, errgrpc.ToNative(err))
+		c, err := m.index.Get(id)
+		if err != nil {
+			return false, err
 		}
-		return false, nil
+		if c.Config.GetStdin() && !c.Config.GetTty() && !containerio.Running(m.pidFile(id)) {
+			klog.InfoS("Deleting the task of a container whose start was interrupted: its IO process is gone", "id", id)
+			if _, err := m.client.TaskService().Delete(ctx, &tasks.DeleteTaskRequest{ContainerID: id}); err != nil &&
+				!errdefs.IsNotFound(errgrpc.ToNative(err)) {
+				return false, fmt.Errorf("deleting the unstarted task of container %s: %w", id, errgrpc.ToNative(err))
+			}
+			return false, sleepCtx(ctx, shimSettle)
+		}
+		ctr, err := m.client.LoadContainer(ctx, id)
+		if err != nil {
+			return false, err
+		}
+		task, err := ctr.Task(ctx, nil)
+		if err != nil {
+			return false, fmt.Errorf("loading the task of container %s: %w", id, err)
+		}
+		klog.InfoS("Starting the task of a container whose start was interrupted", "id", id, "pid", p.GetPid())
+		return true, m.startTask(ctx, id, task, nil)
 	}
 	klog.InfoS("Adopting a container whose start was interrupted", "id", id, "pid", p.GetPid(), "status", p.GetStatus())
 	started, _ := m.index.Update(id, func(r *Container) {
@@ -91,6 +119,20 @@ func (m *Manager) settleTask(ctx context.Context, id string, p *tasktypes.Proces
 	}
 	m.rewatch(ctx, id)
 	return true, nil
+}
+
+// shimSettle is how long containerd 1.6 may take, after deleting a task, to
+// finish cleaning up after its shim disconnected: that clean-up unlists the
+// task by ID, so a new task of the same ID made before it ends is lost.
+const shimSettle = 2 * time.Second
+
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(d):
+		return nil
+	}
 }
 
 // leftTask returns the task a crashed Start left to container id, if any.

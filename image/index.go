@@ -26,6 +26,8 @@ type Image struct {
 	Config ocispec.ImageConfig
 	// ChainID identifies the unpacked root filesystem snapshot.
 	ChainID string
+
+	content *imageContent // for Handle; nil for an Image not from the index
 }
 
 // RepoTags returns the references that are tags.

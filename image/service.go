@@ -9,9 +9,11 @@
 package image
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -107,6 +109,7 @@ func (s *Service) inspect(ctx context.Context, rec images.Image) (*Image, error)
 		Size:    size,
 		Config:  cfg.Config,
 		ChainID: identity.ChainID(cfg.RootFS.DiffIDs).String(),
+		content: &imageContent{config: manifest.Config, raw: raw, diffIDs: cfg.RootFS.DiffIDs},
 	}, nil
 }
 
@@ -121,17 +124,65 @@ func (s *Service) Get(ctx context.Context, name string) (Image, error) {
 }
 
 // Handle returns the containerd client's view of img, for creating
-// snapshots and specs from it.
+// snapshots and specs from it. What those read of the image (its root
+// filesystem's diff IDs, its config) is answered from the index, without
+// a round trip to containerd: on the pod start path, the client would
+// otherwise read the record, the manifest and the config, twice over.
 func (s *Service) Handle(ctx context.Context, img Image) (client.Image, error) {
 	if len(img.References) == 0 {
 		return nil, fmt.Errorf("image %s has no references: %w", img.ID, errdefs.ErrNotFound)
 	}
-	rec, err := s.client.ImageService().Get(ctx, img.References[0])
-	if err != nil {
-		return nil, fmt.Errorf("image %s: %w", img.ID, err)
+	rec := images.Image{Name: img.References[0], Target: img.Target}
+	h := client.NewImageWithPlatform(s.client, rec, s.platform)
+	if img.content == nil {
+		return h, nil
 	}
-	return client.NewImageWithPlatform(s.client, rec, s.platform), nil
+	return &handle{Image: h, content: img.content}, nil
 }
+
+// imageContent is what snapshot and spec creation read of an image.
+type imageContent struct {
+	config  ocispec.Descriptor
+	raw     []byte // the config blob
+	diffIDs []digest.Digest
+}
+
+// handle is a client.Image whose root filesystem and config are known.
+type handle struct {
+	client.Image
+	content *imageContent
+}
+
+func (h *handle) RootFS(context.Context) ([]digest.Digest, error) {
+	return slices.Clone(h.content.diffIDs), nil
+}
+
+func (h *handle) Config(context.Context) (ocispec.Descriptor, error) {
+	return h.content.config, nil
+}
+
+// ContentStore serves the config blob from memory, and the rest from
+// containerd's content store.
+func (h *handle) ContentStore() content.Store {
+	return &configStore{Store: h.Image.ContentStore(), content: h.content}
+}
+
+type configStore struct {
+	content.Store
+	content *imageContent
+}
+
+func (s *configStore) ReaderAt(ctx context.Context, desc ocispec.Descriptor) (content.ReaderAt, error) {
+	if desc.Digest == s.content.config.Digest {
+		return readerAt{bytes.NewReader(s.content.raw)}, nil
+	}
+	return s.Store.ReaderAt(ctx, desc)
+}
+
+// readerAt is a content.ReaderAt over bytes in memory.
+type readerAt struct{ *bytes.Reader }
+
+func (readerAt) Close() error { return nil }
 
 // List returns all images.
 func (s *Service) List(ctx context.Context) ([]Image, error) {

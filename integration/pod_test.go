@@ -270,6 +270,22 @@ func (e *podEnv) taskStatus(id string) string {
 	return string(st.Status)
 }
 
+// taskPid is the PID of container id's task, 0 if it has none.
+func (e *podEnv) taskPid(id string) uint32 {
+	e.t.Helper()
+	ctx, cancel := e.ctrdCtx()
+	defer cancel()
+	ctr, err := e.ctrd().LoadContainer(ctx, id)
+	if err != nil {
+		return 0
+	}
+	task, err := ctr.Task(ctx, nil)
+	if err != nil {
+		return 0
+	}
+	return task.Pid()
+}
+
 // netnsFiles lists the network namespaces pinned in the env's state.
 func (e *podEnv) netnsFiles() []string {
 	e.t.Helper()
@@ -368,6 +384,9 @@ func processesOf(ids ...string) []string {
 		pid, err := strconv.Atoi(en.Name())
 		if err != nil || pid == os.Getpid() {
 			continue
+		}
+		if stat, _ := os.ReadFile(filepath.Join("/proc", en.Name(), "stat")); bytes.Contains(stat, []byte(") Z ")) {
+			continue // exited, not yet reaped (by init, for orphans of a killed peapod): it holds nothing
 		}
 		cg, _ := os.ReadFile(filepath.Join("/proc", en.Name(), "cgroup"))
 		cmd, _ := os.ReadFile(filepath.Join("/proc", en.Name(), "cmdline"))

@@ -111,10 +111,21 @@ func (m *Manager) Setup(ctx context.Context, pod Pod) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	if _, err := cni.AddNetworkList(ctx, lo, loRT); err != nil {
-		return nil, fmt.Errorf("setting up loopback of pod %s: %w", pod.ID, err)
-	}
+	// The loopback and the pod network touch different interfaces, and
+	// libcni caches their results under different names: one at a time
+	// would only add the loopback plugin's run to every pod start.
+	loDone := make(chan error, 1)
+	go func() {
+		if _, err := cni.AddNetworkList(ctx, lo, loRT); err != nil {
+			loDone <- fmt.Errorf("setting up loopback of pod %s: %w", pod.ID, err)
+			return
+		}
+		loDone <- nil
+	}()
 	res, err := cni.AddNetworkList(ctx, list, pod.runtimeConf())
+	if loErr := <-loDone; loErr != nil {
+		return nil, loErr
+	}
 	if err != nil {
 		return nil, fmt.Errorf("CNI network %q: ADD for pod %s: %w", list.Name, pod.ID, err)
 	}
@@ -161,22 +172,29 @@ func (m *Manager) Teardown(ctx context.Context, pod Pod, network string) error {
 	if err != nil {
 		return err
 	}
-	if list != nil {
-		if err := cni.DelNetworkList(ctx, list, rt); err != nil {
-			return fmt.Errorf("CNI network %q: DEL for pod %s: %w", list.Name, pod.ID, err)
-		}
-	}
 	// The loopback's DEL does nothing in the namespace, but lets libcni drop
-	// the result it cached at ADD: one file per pod ever made otherwise.
+	// the result it cached at ADD: one file per pod ever made otherwise. It
+	// runs beside the pod network's, as at ADD.
 	lo, loRT, err := loopback(&pod)
 	if err != nil {
 		return err
 	}
 	loRT.NetNS = rt.NetNS
-	if err := cni.DelNetworkList(ctx, lo, loRT); err != nil {
-		return fmt.Errorf("CNI loopback: DEL for pod %s: %w", pod.ID, err)
+	loDone := make(chan error, 1)
+	go func() {
+		if err := cni.DelNetworkList(ctx, lo, loRT); err != nil {
+			loDone <- fmt.Errorf("CNI loopback: DEL for pod %s: %w", pod.ID, err)
+			return
+		}
+		loDone <- nil
+	}()
+	if list != nil {
+		if err := cni.DelNetworkList(ctx, list, rt); err != nil {
+			<-loDone
+			return fmt.Errorf("CNI network %q: DEL for pod %s: %w", list.Name, pod.ID, err)
+		}
 	}
-	return nil
+	return <-loDone
 }
 
 // isNetNS reports whether path is a mounted network namespace. A pin that

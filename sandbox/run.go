@@ -18,6 +18,7 @@ import (
 	"github.com/peapod-cri/peapod/eventbus"
 	"github.com/peapod-cri/peapod/failpoint"
 	"github.com/peapod-cri/peapod/image"
+	"github.com/peapod-cri/peapod/metrics"
 	"github.com/peapod-cri/peapod/oplease"
 	"github.com/peapod-cri/peapod/record"
 )
@@ -65,7 +66,9 @@ func (m *Manager) Run(ctx context.Context, cfg *runtime.PodSandboxConfig, handle
 	unlock := m.index.Lock(id)
 	defer unlock()
 
+	done := metrics.Phase(opRun, "pause_image")
 	pause, err := m.pauseImage(ctx)
+	done()
 	if err != nil {
 		return "", err
 	}
@@ -90,6 +93,7 @@ func (m *Manager) Run(ctx context.Context, cfg *runtime.PodSandboxConfig, handle
 		}
 	}()
 
+	done = metrics.Phase(opRun, "netns")
 	switch {
 	case userns != nil:
 		// UserNSOf refuses a host-network pod with its own user namespace.
@@ -108,10 +112,13 @@ func (m *Manager) Run(ctx context.Context, cfg *runtime.PodSandboxConfig, handle
 		}
 		sb.NetNS = path
 	}
+	done()
 	failpoint.Hit("sandbox-run:after-netns")
+	done = metrics.Phase(opRun, "files")
 	if err := m.setupFiles(sb); err != nil {
 		return "", err
 	}
+	done()
 	failpoint.Hit("sandbox-run:after-files")
 	// peapod's own lease keeps the snapshot until its container holds it;
 	// start-up ends it if peapod dies here (the client's own would hold
@@ -121,6 +128,7 @@ func (m *Manager) Run(ctx context.Context, cfg *runtime.PodSandboxConfig, handle
 		return "", err
 	}
 	// The container records the netns before anything is asked of CNI.
+	done = metrics.Phase(opRun, "container_create")
 	ctr, err := m.client.NewContainer(lctx, id,
 		client.WithContainerLabels(record.Labels(record.KindSandbox, cfg.GetLabels(), nil, map[string]string{kindLabel: kindSandbox})),
 		rh.ContainerOpt(),
@@ -131,34 +139,45 @@ func (m *Manager) Run(ctx context.Context, cfg *runtime.PodSandboxConfig, handle
 		client.WithContainerExtension(statusExtension, &sb.Status),
 	)
 	endLease()
+	done()
 	if err != nil {
 		return "", fmt.Errorf("creating pause container of sandbox %s: %w", id, err)
 	}
 	failpoint.Hit("sandbox-run:after-container")
+	done = metrics.Phase(opRun, "shim_group")
 	m.registerShimGroup(ctx, sb, rh.Type)
-	if !sb.HostNetwork() {
-		res, err := m.network.Setup(ctx, m.podNetwork(sb))
-		if err != nil {
-			return "", err
-		}
-		failpoint.Hit("sandbox-run:after-cni-add")
-		sb.Network, sb.IPs = res.Network, res.IPs
-		// Until the sandbox is indexed, Run is the only writer of its status.
-		if err := record.Save(ctx, m.client, id, statusExtension, &sb.Status); err != nil {
-			return "", err
-		}
+	done()
+	// The pause process needs no network to start, and CNI configures the
+	// namespace whoever is in it: the network is set up while the pause
+	// task is made and started. Both are undone by cleanup on failure, and
+	// by recovery after a crash (the netns is recorded, and CNI DEL works
+	// from the current config when the record names no network).
+	netDone := make(chan error, 1)
+	if sb.HostNetwork() {
+		netDone <- nil
+	} else {
+		go func() {
+			defer metrics.Phase(opRun, "cni")()
+			res, err := m.network.Setup(ctx, m.podNetwork(sb))
+			if err == nil {
+				failpoint.Hit("sandbox-run:after-cni-add")
+				sb.Network, sb.IPs = res.Network, res.IPs
+			}
+			netDone <- err
+		}()
 	}
-	failpoint.Hit("sandbox-run:before-task")
-	task, err := ctr.NewTask(ctx, cio.NullIO)
+	pid, err := m.startPause(ctx, ctr, id)
+	if nerr := <-netDone; nerr != nil {
+		err = nerr // a network that failed is the failure to tell
+	}
 	if err != nil {
-		return "", fmt.Errorf("creating pause task of sandbox %s: %w", id, err)
+		return "", err
 	}
-	if err := task.Start(ctx); err != nil {
-		return "", fmt.Errorf("starting pause container of sandbox %s: %w", id, err)
-	}
-	failpoint.Hit("sandbox-run:after-start")
-	sb.Pid, sb.State = task.Pid(), StateReady
-	if err := record.Save(ctx, m.client, id, statusExtension, &sb.Status); err != nil {
+	sb.Pid, sb.State = pid, StateReady
+	done = metrics.Phase(opRun, "record_write")
+	err = record.Save(ctx, m.client, id, statusExtension, &sb.Status)
+	done()
+	if err != nil {
 		return "", err
 	}
 	m.index.Add(sb)
@@ -166,6 +185,29 @@ func (m *Manager) Run(ctx context.Context, cfg *runtime.PodSandboxConfig, handle
 	m.publish(id, eventbus.Started)
 	klog.V(2).InfoS("Sandbox ready", "id", id, "pod", md.GetNamespace()+"/"+md.GetName(), "ips", sb.IPs)
 	return id, nil
+}
+
+// opRun names RunPodSandbox's phases in the metrics.
+const opRun = "sandbox_run"
+
+// startPause creates and starts the pause task of sandbox id and returns
+// its PID.
+func (m *Manager) startPause(ctx context.Context, ctr client.Container, id string) (uint32, error) {
+	failpoint.Hit("sandbox-run:before-task")
+	done := metrics.Phase(opRun, "task_create")
+	task, err := ctr.NewTask(ctx, cio.NullIO)
+	done()
+	if err != nil {
+		return 0, fmt.Errorf("creating pause task of sandbox %s: %w", id, err)
+	}
+	done = metrics.Phase(opRun, "task_start")
+	err = task.Start(ctx)
+	done()
+	if err != nil {
+		return 0, fmt.Errorf("starting pause container of sandbox %s: %w", id, err)
+	}
+	failpoint.Hit("sandbox-run:after-start")
+	return task.Pid(), nil
 }
 
 func newID() string {

@@ -13,6 +13,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/peapod-cri/peapod/eventbus"
+	"github.com/peapod-cri/peapod/metrics"
 	"github.com/peapod-cri/peapod/shimreaper"
 )
 
@@ -99,19 +100,48 @@ func (m *Manager) locked(_ context.Context, id string) (Sandbox, func(), error) 
 // stop kills the pause task and releases what the sandbox holds outside
 // containerd (network, netns, shm); each step tolerates what is already gone.
 func (m *Manager) stop(ctx context.Context, sb *Sandbox) error {
-	if err := m.deleteTask(ctx, sb.ID); err != nil {
+	// The network is torn down while the pause dies: the namespace is
+	// pinned, so CNI finds it either way.
+	netDone := make(chan error, 1)
+	if sb.NetNS == "" {
+		netDone <- nil
+	} else {
+		go func() {
+			defer metrics.Phase(opStop, "cni")()
+			if err := m.network.Teardown(ctx, m.podNetwork(sb), sb.Network); err != nil {
+				netDone <- fmt.Errorf("tearing down network of sandbox %s: %w", sb.ID, err)
+				return
+			}
+			netDone <- nil
+		}()
+	}
+	done := metrics.Phase(opStop, "task_delete")
+	err := m.deleteTask(ctx, sb.ID)
+	done()
+	if nerr := <-netDone; err == nil {
+		err = nerr
+	}
+	if err != nil {
 		return err
 	}
 	if sb.NetNS != "" {
-		if err := m.network.Teardown(ctx, m.podNetwork(sb), sb.Network); err != nil {
-			return fmt.Errorf("tearing down network of sandbox %s: %w", sb.ID, err)
-		}
-		if err := removeNetNS(sb.NetNS); err != nil {
+		done = metrics.Phase(opStop, "netns")
+		err = removeNetNS(sb.NetNS)
+		done()
+		if err != nil {
 			return fmt.Errorf("removing network namespace of sandbox %s: %w", sb.ID, err)
 		}
 	}
+	defer metrics.Phase(opStop, "unmount")()
 	return m.unmountState(sb)
 }
+
+// opStop and opRemove name the phases of StopPodSandbox and
+// RemovePodSandbox in the metrics.
+const (
+	opStop   = "sandbox_stop"
+	opRemove = "sandbox_remove"
+)
 
 // Remove removes a sandbox, stopping it first if needed. Its containers must
 // have been removed by the caller. Removing an unknown sandbox succeeds.
@@ -138,16 +168,22 @@ func (m *Manager) cleanup(ctx context.Context, sb *Sandbox) error {
 	if err := m.stop(ctx, sb); err != nil {
 		return err
 	}
+	done := metrics.Phase(opRemove, "container_delete")
 	ctr, err := m.client.LoadContainer(ctx, sb.ID)
 	if err == nil {
 		err = ctr.Delete(ctx, client.WithSnapshotCleanup)
 	}
+	done()
 	if err != nil && !errdefs.IsNotFound(err) {
 		return fmt.Errorf("deleting pause container of sandbox %s: %w", sb.ID, err)
 	}
-	if err := m.unregisterShimGroup(ctx, sb.ID); err != nil {
+	done = metrics.Phase(opRemove, "shim_group")
+	err = m.unregisterShimGroup(ctx, sb.ID)
+	done()
+	if err != nil {
 		return err
 	}
+	defer metrics.Phase(opRemove, "files")()
 	return m.removeFiles(sb)
 }
 
