@@ -2,7 +2,9 @@ package container
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -191,8 +193,16 @@ func (m *Manager) Start(ctx context.Context, id string) error {
 		return fmt.Errorf("starting container %s: %w", c.ID, err)
 	}
 	// A task a Start cut short left (by a crash of peapod, or a break of
-	// containerd): carry on with it, see settleTask.
-	if settled, err := m.settleLeftTask(ctx, c.ID, 0); err != nil || settled {
+	// containerd): carry on with it, see settleTask. That Start's create
+	// may still be under way in containerd, or being undone: containerd
+	// 1.6 undoes a cancelled create late, and by ID, so that a task made
+	// meanwhile is deleted, or unlisted while it runs. So after a cut-short
+	// attempt, wait for its task to show, or for containerd to have let go.
+	wait := time.Duration(0)
+	if m.startAttempted(c.ID) {
+		wait = createSettle
+	}
+	if settled, err := m.settleLeftTask(ctx, c.ID, wait); err != nil || settled {
 		return err
 	}
 	done := metrics.Phase(opStart, "stdio")
@@ -201,10 +211,15 @@ func (m *Manager) Start(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
+	if err := m.markStartAttempt(c.ID); err != nil {
+		stdio.abort()
+		return err
+	}
+	failpoint.Hit("container-start:before-task")
 	done = metrics.Phase(opStart, "task_create")
 	task, err := ctr.NewTask(ctx, stdio.creator())
 	done()
-	if wait, ok := createRace(err); ok {
+	if wait, ok := createRace(c.ID, err); ok {
 		stdio.abort()
 		klog.V(2).InfoS("Task create met that of a Start a crash cut short; settling it", "id", c.ID, "err", err)
 		if settled, serr := m.settleLeftTask(ctx, c.ID, wait); serr != nil || settled {
@@ -238,6 +253,8 @@ func (m *Manager) startTask(ctx context.Context, id string, task client.Task, st
 		return m.startFailed(ctx, id, err, stdio, task)
 	}
 	failpoint.Hit("container-start:after-start")
+	m.endStartAttempt(id)
+	m.layerUsage(ctx, id, time.Now()) // a first measure, in the background
 	started, _ := m.index.Update(id, func(r *Container) {
 		r.State, r.StartedAt, r.Pid = StateRunning, time.Now(), task.Pid()
 	})
@@ -247,8 +264,17 @@ func (m *Manager) startTask(ctx context.Context, id string, task client.Task, st
 		defer m.watching.Delete(id)
 		m.watchExit(context.WithoutCancel(ctx), id, exited)
 	}()
-	defer metrics.Phase(opStart, "record_write")()
-	return m.persistStatus(ctx, id)
+	// The status write is not waited for: should peapod die before it,
+	// the record says created while the task runs, and recovery adopts the
+	// container as running (see finishStart), as it would had peapod died
+	// before this Start could answer.
+	go func() {
+		defer metrics.Phase(opStart, "record_write")()
+		if err := m.persistStatus(context.WithoutCancel(ctx), id); err != nil && !errdefs.IsNotFound(err) {
+			klog.ErrorS(err, "Persisting a started container", "id", id)
+		}
+	}()
+	return nil
 }
 
 // opCreate and opStart name the phases of CreateContainer and
@@ -275,6 +301,7 @@ func (m *Manager) startFailed(ctx context.Context, id string, err error, stdio *
 	if task != nil {
 		_, _ = task.Delete(context.WithoutCancel(ctx), client.WithProcessKill)
 	}
+	m.endStartAttempt(id)
 	stdio.abort()
 	failed, _ := m.index.Update(id, func(r *Container) {
 		r.State, r.ExitCode, r.Reason, r.Message = StateExited, 128, ReasonStartError, err.Error()
@@ -287,22 +314,53 @@ func (m *Manager) startFailed(ctx context.Context, id string, err error, stdio *
 	return fmt.Errorf("starting container %s: %w", id, err)
 }
 
-// createRace reports whether a task create failed because containerd was
-// still finishing, or undoing, the create of an earlier Start of the same
-// container that a crash of peapod cut short, and how long to wait for it
-// to end before trying again:
+// createSettle bounds the wait, in a Start after one cut short, for that
+// Start's task create to show or to be undone (see Start).
+const createSettle = 3 * time.Second
+
+// A start attempt is marked by a file in the container's state directory
+// from before its task create until the start succeeded or failed for
+// good: one found by a Start was cut short.
+func (m *Manager) startAttemptFile(id string) string {
+	return filepath.Join(m.stateDir(id), "start-attempt")
+}
+
+func (m *Manager) startAttempted(id string) bool {
+	_, err := os.Stat(m.startAttemptFile(id))
+	return err == nil
+}
+
+func (m *Manager) markStartAttempt(id string) error {
+	if err := os.WriteFile(m.startAttemptFile(id), nil, 0o600); err != nil {
+		return fmt.Errorf("marking the start of container %s: %w", id, err)
+	}
+	return nil
+}
+
+func (m *Manager) endStartAttempt(id string) {
+	if err := os.Remove(m.startAttemptFile(id)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		klog.ErrorS(err, "Removing the start mark of a container", "id", id)
+	}
+}
+
+// createRace reports whether a task create of container id failed because
+// containerd was still finishing, or undoing, the create of an earlier
+// Start of the same container that was cut short, and how long to wait for
+// it to end before trying again:
 //   - the task exists: that create made it (it may not be listed yet);
 //   - "file exists": its bundle is in the way, the create is still going;
-//   - "getwd": containerd 1.6 undid that create by deleting the bundle
-//     directory, which by then was the bundle of this create, under the
-//     shim being started in it.
-func createRace(err error) (time.Duration, bool) {
+//   - a file of this create's bundle is missing ("getwd", or a path
+//     under the bundle, which is named by the container's ID): containerd
+//     1.6 undid that create by deleting the bundle directory, which by
+//     then was the bundle of this create.
+func createRace(id string, err error) (time.Duration, bool) {
 	switch {
 	case err == nil:
 		return 0, false
 	case errdefs.IsAlreadyExists(err), strings.Contains(err.Error(), "file exists"):
 		return 10 * time.Second, true
-	case strings.Contains(err.Error(), "getwd: no such file or directory"):
+	case strings.Contains(err.Error(), "getwd: no such file or directory"),
+		strings.Contains(err.Error(), "/"+id+"/") && strings.Contains(err.Error(), "no such file or directory"):
 		return time.Second, true
 	}
 	return 0, false

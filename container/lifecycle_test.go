@@ -109,12 +109,14 @@ func TestCreateRace(t *testing.T) {
 		{"task exists", fmt.Errorf("task abc: %w", errdefs.ErrAlreadyExists), true},
 		{"bundle in the way", errors.New("failed to create shim task: mkdir /run/containerd/io.containerd.runtime.v2.task/k8s/abc: file exists: unknown"), true},
 		{"bundle removed under the shim (containerd 1.6)", errors.New("failed to start shim: start failed: io.containerd.runc.v2: getwd: no such file or directory: exit status 1"), true},
+		{"bundle removed under the create (containerd 1.6)", errors.New("failed to create shim task: mkdir /run/containerd/io.containerd.runtime.v2.task/k8s/abc/rootfs: no such file or directory: not found"), true},
+		{"a missing file of the container's own", errors.New("OCI runtime create failed: mount /data/x to rootfs at /x: no such file or directory"), false},
 		{"runc refuses the process", errors.New(`OCI runtime create failed: runc create failed: unable to start container process: exec: "nosuch": executable file not found in $PATH`), false},
 		{"containerd away", errdefs.ErrUnavailable, false},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			if _, got := createRace(tc.err); got != tc.want {
+			if _, got := createRace("abc", tc.err); got != tc.want {
 				t.Errorf("createRace(%v) = %v, want %v", tc.err, got, tc.want)
 			}
 		})

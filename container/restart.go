@@ -105,6 +105,7 @@ func (m *Manager) settleTask(ctx context.Context, id string, p *tasktypes.Proces
 		return true, m.startTask(ctx, id, task, nil)
 	}
 	klog.InfoS("Adopting a container whose start was interrupted", "id", id, "pid", p.GetPid(), "status", p.GetStatus())
+	m.endStartAttempt(id)
 	started, _ := m.index.Update(id, func(r *Container) {
 		r.State, r.StartedAt, r.Pid = StateRunning, processStart(p.GetPid()), p.GetPid()
 	})

@@ -11,9 +11,17 @@ import (
 	"github.com/peapod-cri/peapod/image"
 )
 
-// layerUsageMaxAge is how long a writable layer's measured size is reused:
-// measuring walks the layer's files, too slow to repeat on every stats call.
-const layerUsageMaxAge = 10 * time.Second
+// A writable layer's usage is measured in the background, never inside a
+// stats call: measuring walks the layer's files, which with hundreds of
+// containers would make the kubelet's every-few-seconds stats calls as slow
+// as the disk. A stats call answers the last measure, and asks for a new
+// one when that is older than layerUsageMaxAge; at most
+// layerUsageWalkers walks run at once.
+const (
+	layerUsageMaxAge  = 10 * time.Second
+	layerUsageWalkers = 2
+	layerUsageTimeout = time.Minute
+)
 
 // Stats is a container's resource usage at one moment.
 type Stats struct {
@@ -28,9 +36,11 @@ type Stats struct {
 }
 
 type statsCache struct {
-	mu     sync.Mutex
-	cpu    map[string]cpuSample
-	layers map[string]layerSample
+	mu        sync.Mutex
+	cpu       map[string]cpuSample
+	layers    map[string]layerSample
+	measuring map[string]bool // layers being measured
+	walkers   chan struct{}   // a slot per layer walk under way
 }
 
 type cpuSample struct {
@@ -81,24 +91,43 @@ func (sc *statsCache) cpuRate(id string, usage uint64, now time.Time) *uint64 {
 	return &rate
 }
 
-func (m *Manager) layerUsage(ctx context.Context, id string, now time.Time) (uint64, uint64) {
-	m.stats.mu.Lock()
-	if l, ok := m.stats.layers[id]; ok && now.Sub(l.at) < layerUsageMaxAge {
-		m.stats.mu.Unlock()
-		return l.bytes, l.inodes
-	}
-	m.stats.mu.Unlock()
-	u, err := m.client.SnapshotService(image.Snapshotter).Usage(ctx, id)
-	if err != nil {
-		return 0, 0
-	}
+// layerUsage returns container id's writable layer usage as last
+// measured (zero before its first measure), and has it measured again in
+// the background when that measure is missing or older than
+// layerUsageMaxAge.
+func (m *Manager) layerUsage(_ context.Context, id string, now time.Time) (uint64, uint64) {
 	m.stats.mu.Lock()
 	defer m.stats.mu.Unlock()
+	l, ok := m.stats.layers[id]
+	if (!ok || now.Sub(l.at) >= layerUsageMaxAge) && !m.stats.measuring[id] {
+		if m.stats.measuring == nil {
+			m.stats.measuring = map[string]bool{}
+			m.stats.walkers = make(chan struct{}, layerUsageWalkers)
+		}
+		m.stats.measuring[id] = true
+		go m.measureLayer(id, m.stats.walkers)
+	}
+	return l.bytes, l.inodes
+}
+
+// measureLayer measures container id's writable layer, waiting for a
+// walker slot, and keeps the result unless the container went meanwhile.
+func (m *Manager) measureLayer(id string, walkers chan struct{}) {
+	walkers <- struct{}{}
+	defer func() { <-walkers }()
+	ctx, cancel := context.WithTimeout(context.Background(), layerUsageTimeout) // the client's default namespace
+	defer cancel()
+	u, err := m.client.SnapshotService(image.Snapshotter).Usage(ctx, id)
+	m.stats.mu.Lock()
+	defer m.stats.mu.Unlock()
+	delete(m.stats.measuring, id)
+	if _, gone := m.index.Get(id); err != nil || gone != nil {
+		return // measured again at the next stats call, if the container is still there
+	}
 	if m.stats.layers == nil {
 		m.stats.layers = map[string]layerSample{}
 	}
-	m.stats.layers[id] = layerSample{uint64(u.Size), uint64(u.Inodes), now}
-	return uint64(u.Size), uint64(u.Inodes)
+	m.stats.layers[id] = layerSample{uint64(u.Size), uint64(u.Inodes), time.Now()}
 }
 
 // forget drops a removed container's samples.

@@ -19,6 +19,7 @@ import (
 	"github.com/distribution/reference"
 	"k8s.io/klog/v2"
 
+	"github.com/peapod-cri/peapod/metrics"
 	"github.com/peapod-cri/peapod/oplease"
 )
 
@@ -86,12 +87,14 @@ func (s *Service) pull(ctx context.Context, ref string, auth *Auth) (string, err
 		}),
 		Headers: auth.headers(),
 	})
+	done := metrics.Phase(opPull, "pull")
 	img, err := s.client.Pull(ctx, ref,
 		client.WithResolver(resolver),
 		client.WithPullUnpack,
 		client.WithPullSnapshotter(Snapshotter),
 		client.WithPlatformMatcher(s.platform),
 	)
+	done()
 	if err != nil {
 		if cause := context.Cause(ctx); cause != nil && ctx.Err() != nil {
 			err = cause
@@ -101,6 +104,7 @@ func (s *Service) pull(ctx context.Context, ref string, auth *Auth) (string, err
 
 	// Name the image by digest too, so ImageStatus answers for
 	// "repo@sha256:…" and the digest survives a restart.
+	done = metrics.Phase(opPull, "record")
 	refs := []string{ref}
 	if !strings.Contains(ref, "@") {
 		dref, err := digestRef(ref, img.Target().Digest)
@@ -112,7 +116,10 @@ func (s *Service) pull(ctx context.Context, ref string, auth *Auth) (string, err
 		}
 		refs = append(refs, dref)
 	}
+	done()
+	done = metrics.Phase(opPull, "inspect")
 	entry, err := s.inspect(ctx, img.Metadata())
+	done()
 	if err != nil {
 		return "", err
 	}
@@ -123,6 +130,9 @@ func (s *Service) pull(ctx context.Context, ref string, auth *Auth) (string, err
 	klog.V(2).InfoS("Pulled image", "ref", ref, "id", entry.ID, "bytes", watch.bytes.Load(), "duration", time.Since(start))
 	return entry.ID, nil
 }
+
+// opPull names PullImage's phases in the metrics.
+const opPull = "image_pull"
 
 // parseNamed parses a normalized reference.
 func parseNamed(ref string) (reference.Named, error) {

@@ -163,12 +163,22 @@ func TestChaos(t *testing.T) {
 	// Shims containerd lost (a create cut short, containerd restarted
 	// while one started) are invisible to containerd: look at the
 	// processes. The reaper ends one at its second sighting, 20 s apart.
-	eventually(t, 90*time.Second, "no shim of the namespace is left", func() error {
-		if shims := shimsOf(e.ns, ctrd.sock); len(shims) > 0 {
-			return fmt.Errorf("shim processes: %q", shims)
+	var shims []string
+	for deadline := time.Now().Add(90 * time.Second); ; time.Sleep(time.Second) {
+		if shims = shimsOf(e.ns, ctrd.sock); len(shims) == 0 || time.Now().After(deadline) {
+			break
 		}
-		return nil
-	})
+	}
+	if len(shims) > 0 {
+		t.Errorf("shim processes of the namespace left after 90s: %q", shims)
+		for _, sh := range shims {
+			pid, _, _ := strings.Cut(sh, " ")
+			cwd, _ := os.Readlink("/proc/" + pid + "/cwd")
+			children, _ := os.ReadFile("/proc/" + pid + "/task/" + pid + "/children")
+			t.Logf("shim %s: cwd %q, children %q", pid, cwd, children)
+		}
+		leaks = append(leaks, fmt.Errorf("shims: %q", shims))
+	}
 	t.Logf("leaks: %d (shims containerd lost, ended by the last peapod: %d)", len(leaks),
 		strings.Count(e.d.stderr.String(), "Ended a shim containerd lost"))
 	if len(leaks) > 0 {

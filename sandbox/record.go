@@ -56,6 +56,10 @@ type Status struct {
 	// ShimGroup: the sandbox is in containerd's sandbox store, and its
 	// containers name it, so that their tasks join its shim (shimgroup.go).
 	ShimGroup bool `json:"shimGroup,omitempty"`
+	// Stopped: StopPodSandbox released what the sandbox held outside its
+	// containerd container (pause task, network, netns, mounts), so
+	// RemovePodSandbox need not do it again.
+	Stopped bool `json:"stopped,omitempty"`
 }
 
 // Sandbox is a sandbox as the store holds it: the decoded config beside its record.

@@ -32,13 +32,16 @@ func (m *Manager) Stop(ctx context.Context, id string) error {
 		return err
 	}
 	defer unlock()
+	if sb.Stopped {
+		return nil // the kubelet stops a stopped pod again at each of its clean-ups
+	}
 	if err := m.stop(ctx, &sb); err != nil {
 		return err
 	}
 	wasReady := false
 	updated, ok := m.index.Update(sb.ID, func(r *Sandbox) {
 		wasReady = r.State == StateReady // the pause exit may have been seen already
-		r.State, r.Pid, r.Network = StateNotReady, 0, ""
+		r.State, r.Pid, r.Network, r.Stopped = StateNotReady, 0, "", true
 	})
 	if !ok {
 		return nil
@@ -165,8 +168,10 @@ func (m *Manager) Remove(ctx context.Context, id string) error {
 // cleanup undoes everything a sandbox is: it is the rollback of Run, the
 // recovery of an interrupted Run, and the body of Remove.
 func (m *Manager) cleanup(ctx context.Context, sb *Sandbox) error {
-	if err := m.stop(ctx, sb); err != nil {
-		return err
+	if !sb.Stopped {
+		if err := m.stop(ctx, sb); err != nil {
+			return err
+		}
 	}
 	done := metrics.Phase(opRemove, "container_delete")
 	ctr, err := m.client.LoadContainer(ctx, sb.ID)

@@ -46,21 +46,23 @@ func (s *Service) ListPodSandboxMetrics(ctx context.Context, _ *runtime.ListPodS
 	if err != nil {
 		return nil, err
 	}
+	bySandbox, err := s.containersBySandbox(ctx)
+	if err != nil {
+		return nil, err
+	}
 	resp := &runtime.ListPodSandboxMetricsResponse{}
 	for _, sb := range sbs {
 		if sb.State != sandbox.StateReady {
 			continue
 		}
-		st, err := s.podSandboxStats(ctx, sb)
+		st, err := s.podSandboxStats(ctx, sb, bySandbox[sb.ID])
 		if err != nil {
 			klog.V(4).InfoS("Leaving a pod out of the metrics", "id", sb.ID, "err", err)
 			continue
 		}
 		images := map[string]string{}
-		if ctrs, err := s.containers.InSandbox(ctx, sb.ID); err == nil {
-			for _, c := range ctrs {
-				images[c.ID] = c.ImageRef
-			}
+		for _, c := range bySandbox[sb.ID] {
+			images[c.ID] = c.ImageRef
 		}
 		resp.PodMetrics = append(resp.PodMetrics, podMetrics(sb, st, images))
 	}

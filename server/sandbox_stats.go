@@ -13,6 +13,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/peapod-cri/peapod/cgroupstats"
+	"github.com/peapod-cri/peapod/container"
 	"github.com/peapod-cri/peapod/sandbox"
 )
 
@@ -26,7 +27,11 @@ func (s *Service) PodSandboxStats(ctx context.Context, r *runtime.PodSandboxStat
 	if err != nil {
 		return nil, err
 	}
-	st, err := s.podSandboxStats(ctx, sb)
+	ctrs, err := s.containers.InSandbox(ctx, sb.ID)
+	if err != nil {
+		return nil, err
+	}
+	st, err := s.podSandboxStats(ctx, sb, ctrs)
 	if err != nil {
 		return nil, err
 	}
@@ -39,13 +44,17 @@ func (s *Service) ListPodSandboxStats(ctx context.Context, r *runtime.ListPodSan
 	if err != nil {
 		return nil, err
 	}
+	bySandbox, err := s.containersBySandbox(ctx)
+	if err != nil {
+		return nil, err
+	}
 	f := r.GetFilter()
 	out := make([]*runtime.PodSandboxStats, 0, len(all))
 	for _, sb := range all {
 		if f.GetId() != "" && !strings.HasPrefix(sb.ID, f.GetId()) || !labelsMatch(sb.Config.GetLabels(), f.GetLabelSelector()) {
 			continue
 		}
-		st, err := s.podSandboxStats(ctx, sb)
+		st, err := s.podSandboxStats(ctx, sb, bySandbox[sb.ID])
 		if err != nil {
 			klog.ErrorS(err, "Leaving a pod out of ListPodSandboxStats", "id", sb.ID)
 			continue
@@ -55,16 +64,26 @@ func (s *Service) ListPodSandboxStats(ctx context.Context, r *runtime.ListPodSan
 	return &runtime.ListPodSandboxStatsResponse{Stats: out}, nil
 }
 
-// podSandboxStats measures the pod through its cgroup when the kubelet gave
-// it one (the pod cgroup holds all its containers), else as the sum of its
-// containers.
-func (s *Service) podSandboxStats(ctx context.Context, sb sandbox.Sandbox) (*runtime.PodSandboxStats, error) {
-	ts := time.Now().UnixNano()
-	u64 := func(v uint64) *runtime.UInt64Value { return &runtime.UInt64Value{Value: v} }
-	ctrs, err := s.containers.InSandbox(ctx, sb.ID)
+// containersBySandbox lists every container once, by pod: listing each
+// pod's containers apart would make a call over all pods quadratic.
+func (s *Service) containersBySandbox(ctx context.Context) (map[string][]container.Container, error) {
+	ctrs, err := s.containers.List(ctx)
 	if err != nil {
 		return nil, err
 	}
+	bySandbox := map[string][]container.Container{}
+	for _, c := range ctrs {
+		bySandbox[c.SandboxID] = append(bySandbox[c.SandboxID], c)
+	}
+	return bySandbox, nil
+}
+
+// podSandboxStats measures the pod, whose containers are ctrs, through its
+// cgroup when the kubelet gave it one (the pod cgroup holds all its
+// containers), else as the sum of its containers.
+func (s *Service) podSandboxStats(ctx context.Context, sb sandbox.Sandbox, ctrs []container.Container) (*runtime.PodSandboxStats, error) {
+	ts := time.Now().UnixNano()
+	u64 := func(v uint64) *runtime.UInt64Value { return &runtime.UInt64Value{Value: v} }
 	linux := &runtime.LinuxPodSandboxStats{}
 	var cpu, workingSet, usage uint64
 	for _, c := range ctrs {

@@ -1,268 +1,168 @@
-// Command podbench measures, over the CRI, for several runtimes in one run:
+// Command podbench measures a CRI runtime side by side with a reference CRI
+// runtime, over the CRI, and prints every figure with its ratio to the
+// reference (runtime / reference: below 1.00x is faster or lighter).
 //
-//   - how long a runtime takes to start a pod with one container
-//     (RunPodSandbox + CreateContainer + StartContainer); teardown is done
-//     between samples and not timed;
-//   - with -stats-containers N, how long ListContainerStats and
-//     ListPodSandboxStats take while N containers run (in pods of 10), as
-//     the kubelet calls them every few seconds.
+//	podbench [flags] NAME=unix:///path/to/socket ... REFERENCE=unix:///path/to/socket
 //
-// Each table gives every runtime's figures and their ratio to the first.
+// The first runtime is the one measured, the last one the reference. Each
+// measurement runs in -rounds rounds; every round measures every runtime
+// once, in the given order in even rounds and in the reverse order in odd
+// ones, and each figure printed is the median over rounds of that round's
+// figure, since the machine is small and noisy. The sections, each switched
+// off by setting its flag to 0:
 //
-//	podbench -n 20 -stats-containers 100 \
-//	    peapod=unix:///run/peapod/peapod.sock containerd=unix:///run/containerd/containerd.sock
+//  1. pod start (RunPodSandbox + CreateContainer + StartContainer) and
+//     teardown (StopPodSandbox + RemovePodSandbox), -n pods one after the
+//     other, with the p50 of each call;
+//  2. with -metrics, where peapod's time goes: the mean of each phase of
+//     each operation (peapod_operation_phase_duration_seconds) over the
+//     pods of section 1;
+//  3. -parallel pods started at once: the wall time until all run;
+//  4. -scale-pods pods of -scale-per-pod containers: the latency of the
+//     List, Status and stats calls the kubelet makes, and (5.) the memory
+//     footprint of the runtime with -memory-pods pods and at full scale;
+//  6. -pulls image pulls of -pull-image.
+//
+// A summary gives each ratio against its goal. Benchmarks print figures;
+// they never fail on them.
 package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
-	"path/filepath"
-	"slices"
+	"os/signal"
+	"strconv"
 	"strings"
-	"time"
-
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
-	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
+	"syscall"
 )
 
-func main() {
-	n := flag.Int("n", 20, "pods to start per runtime")
-	img := flag.String("image", "registry.k8s.io/e2e-test-images/busybox:1.29-2", "container image")
-	statsContainers := flag.Int("stats-containers", 0, "containers to run for the stats benchmark (0: no stats benchmark)")
-	statsCalls := flag.Int("stats-calls", 50, "calls of each stats RPC to time")
-	flag.Parse()
-	if flag.NArg() == 0 {
-		fmt.Fprintln(os.Stderr, "usage: podbench [-n N] [-image REF] [-stats-containers N] NAME=unix:///socket ...")
-		os.Exit(2)
-	}
-	defer func() {
-		if *statsContainers > 0 {
-			statsTable(flag.Args(), *img, *statsContainers, *statsCalls)
-		}
-	}()
-	var base time.Duration
-	var phases strings.Builder
-	fmt.Printf("%-22s %10s %10s %10s %8s\n", "runtime (pod+ctr start)", "p50", "p90", "max", "ratio")
-	for i, arg := range flag.Args() {
-		name, endpoint, ok := strings.Cut(arg, "=")
-		if !ok {
-			fmt.Fprintf(os.Stderr, "podbench: %q is not NAME=ENDPOINT\n", arg)
-			os.Exit(2)
-		}
-		samples, err := measure(endpoint, *img, *n)
-		if err != nil {
-			fmt.Fprintf(os.Stderr, "podbench: %s: %v\n", name, err)
-			os.Exit(1)
-		}
-		total := make([]time.Duration, len(samples))
-		for j, s := range samples {
-			total[j] = s.run + s.create + s.start
-		}
-		slices.Sort(total)
-		p50, p90 := total[len(total)/2], total[len(total)*9/10]
-		if i == 0 {
-			base = p50
-		}
-		fmt.Printf("%-22s %10s %10s %10s %7.2fx\n", name, ms(p50), ms(p90), ms(total[len(total)-1]), float64(p50)/float64(base))
-		fmt.Fprintf(&phases, "%-22s %16s %16s %16s\n", name,
-			ms(median(samples, func(s sample) time.Duration { return s.run })),
-			ms(median(samples, func(s sample) time.Duration { return s.create })),
-			ms(median(samples, func(s sample) time.Duration { return s.start })))
-	}
-	fmt.Printf("\n%-22s %16s %16s %16s\n%s", "p50 of each call", "RunPodSandbox", "CreateContainer", "StartContainer", phases.String())
+// options are the command-line settings.
+type options struct {
+	image         string
+	rounds        int
+	n             int
+	parallel      int
+	scalePods     int
+	scalePerPod   int
+	scaleCalls    int
+	scaleRounds   int
+	memoryPods    int
+	pullImage     string
+	pulls         int
+	containerdPID int
+	metrics       namedValues // runtime name -> metrics URL
+	pids          namedValues // runtime name -> own process IDs
+	ioBinaries    namedValues // runtime name -> IO process binary
 }
 
-// sample is one pod start, call by call.
-type sample struct{ run, create, start time.Duration }
+func main() { os.Exit(run()) }
 
-func median(samples []sample, of func(sample) time.Duration) time.Duration {
-	d := make([]time.Duration, len(samples))
-	for i, s := range samples {
-		d[i] = of(s)
+func run() int {
+	opts, args, err := parseFlags(os.Args[1:])
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
 	}
-	slices.Sort(d)
-	return d[len(d)/2]
-}
-
-func ms(d time.Duration) string { return fmt.Sprintf("%.1fms", float64(d.Microseconds())/1000) }
-
-func measure(endpoint, img string, n int) ([]sample, error) {
-	conn, err := grpc.NewClient(endpoint, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
-		return nil, err
+		fmt.Fprintf(os.Stderr, "podbench: %v\n", err)
+		return 2
 	}
-	defer conn.Close()
-	rt, is := runtime.NewRuntimeServiceClient(conn), runtime.NewImageServiceClient(conn)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-	defer cancel()
-	if _, err := is.PullImage(ctx, &runtime.PullImageRequest{Image: &runtime.ImageSpec{Image: img}}); err != nil {
-		return nil, fmt.Errorf("pulling %s: %w", img, err)
-	}
-	// One pod first, untimed, so that the pause image pull is not measured.
-	var out []sample
-	for i := -1; i < n; i++ {
-		pod := &runtime.PodSandboxConfig{
-			Metadata: &runtime.PodSandboxMetadata{Name: fmt.Sprintf("podbench-%d", i), Namespace: "podbench", Uid: fmt.Sprintf("podbench-%d-%d", time.Now().UnixNano(), i)},
-			Linux:    &runtime.LinuxPodSandboxConfig{},
-		}
-		ctr := &runtime.ContainerConfig{
-			Metadata: &runtime.ContainerMetadata{Name: "sleep"},
-			Image:    &runtime.ImageSpec{Image: img},
-			Command:  []string{"sleep", "3600"},
-			Linux:    &runtime.LinuxContainerConfig{},
-		}
-		var took sample
-		t0 := time.Now()
-		p, err := rt.RunPodSandbox(ctx, &runtime.RunPodSandboxRequest{Config: pod})
-		if err != nil {
-			return nil, fmt.Errorf("RunPodSandbox: %w", err)
-		}
-		t1 := time.Now()
-		c, err := rt.CreateContainer(ctx, &runtime.CreateContainerRequest{PodSandboxId: p.PodSandboxId, Config: ctr, SandboxConfig: pod})
-		t2 := time.Now()
-		if err == nil {
-			_, err = rt.StartContainer(ctx, &runtime.StartContainerRequest{ContainerId: c.ContainerId})
-		}
-		took.run, took.create, took.start = t1.Sub(t0), t2.Sub(t1), time.Since(t2)
-		_, _ = rt.StopPodSandbox(ctx, &runtime.StopPodSandboxRequest{PodSandboxId: p.PodSandboxId})
-		_, _ = rt.RemovePodSandbox(ctx, &runtime.RemovePodSandboxRequest{PodSandboxId: p.PodSandboxId})
-		if err != nil {
-			return nil, fmt.Errorf("starting the container: %w", err)
-		}
-		if i >= 0 {
-			out = append(out, took)
-		}
-	}
-	return out, nil
-}
-
-// statsTable runs the stats benchmark on every runtime and prints its table.
-func statsTable(runtimes []string, img string, containers, calls int) {
-	fmt.Printf("\n%-22s %-20s %10s %10s %10s %8s\n", fmt.Sprintf("runtime (%d ctrs)", containers), "call", "p50", "p90", "max", "ratio")
-	base := map[string]time.Duration{}
-	for _, arg := range runtimes {
-		name, endpoint, _ := strings.Cut(arg, "=")
-		res, err := measureStats(endpoint, img, containers, calls)
-		if err != nil {
-			fmt.Fprintf(os.Stderr, "podbench: %s: stats: %v\n", name, err)
-			os.Exit(1)
-		}
-		for _, call := range []string{"ListContainerStats", "ListPodSandboxStats"} {
-			samples := res[call]
-			slices.Sort(samples)
-			p50, p90 := samples[len(samples)/2], samples[len(samples)*9/10]
-			if _, ok := base[call]; !ok {
-				base[call] = p50
-			}
-			fmt.Printf("%-22s %-20s %10s %10s %10s %7.2fx\n", name, call, ms(p50), ms(p90), ms(samples[len(samples)-1]), float64(p50)/float64(base[call]))
-		}
-	}
-}
-
-// measureStats starts containers (in pods of 10), times the stats calls,
-// checks each answer covers every container, and removes the pods.
-func measureStats(endpoint, img string, containers, calls int) (map[string][]time.Duration, error) {
-	conn, err := grpc.NewClient(endpoint, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	// An interrupt cancels the measurements; the teardowns still run, on
+	// a context of their own, so that no pod is left behind.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	b, err := newBench(opts, args)
 	if err != nil {
-		return nil, err
+		fmt.Fprintf(os.Stderr, "podbench: %v\n", err)
+		return 2
 	}
-	defer conn.Close()
-	rt, is := runtime.NewRuntimeServiceClient(conn), runtime.NewImageServiceClient(conn)
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
-	defer cancel()
-	if _, err := is.PullImage(ctx, &runtime.PullImageRequest{Image: &runtime.ImageSpec{Image: img}}); err != nil {
-		return nil, fmt.Errorf("pulling %s: %w", img, err)
+	defer b.close()
+	if err := b.run(ctx); err != nil {
+		fmt.Fprintf(os.Stderr, "podbench: %v\n", err)
+		return 1
 	}
-	var pods []string
-	// Each pod has a cgroup parent of its own, as the kubelet gives
-	// (containerd's CRI cannot measure a pod without one); the runtimes
-	// create them, the kubelet's part is to remove them.
-	stamp := time.Now().UnixNano()
-	parent := fmt.Sprintf("/podbench-%d", stamp)
-	defer func() {
-		for _, p := range pods {
-			_, _ = rt.StopPodSandbox(ctx, &runtime.StopPodSandboxRequest{PodSandboxId: p})
-			_, _ = rt.RemovePodSandbox(ctx, &runtime.RemovePodSandboxRequest{PodSandboxId: p})
-		}
-		removeCgroups(parent)
-	}()
-	const perPod = 10
-	for started := 0; started < containers; {
-		pod := &runtime.PodSandboxConfig{
-			Metadata: &runtime.PodSandboxMetadata{Name: fmt.Sprintf("statsbench-%d", len(pods)), Namespace: "podbench",
-				Uid: fmt.Sprintf("statsbench-%d-%d", stamp, len(pods))},
-			Linux: &runtime.LinuxPodSandboxConfig{CgroupParent: fmt.Sprintf("%s/pod%d", parent, len(pods))},
-		}
-		p, err := rt.RunPodSandbox(ctx, &runtime.RunPodSandboxRequest{Config: pod})
-		if err != nil {
-			return nil, fmt.Errorf("RunPodSandbox: %w", err)
-		}
-		pods = append(pods, p.PodSandboxId)
-		for i := 0; i < perPod && started < containers; i++ {
-			ctr := &runtime.ContainerConfig{
-				Metadata: &runtime.ContainerMetadata{Name: fmt.Sprintf("sleep-%d", i)},
-				Image:    &runtime.ImageSpec{Image: img},
-				Command:  []string{"sleep", "3600"},
-				Linux:    &runtime.LinuxContainerConfig{},
-			}
-			c, err := rt.CreateContainer(ctx, &runtime.CreateContainerRequest{PodSandboxId: p.PodSandboxId, Config: ctr, SandboxConfig: pod})
-			if err == nil {
-				_, err = rt.StartContainer(ctx, &runtime.StartContainerRequest{ContainerId: c.ContainerId})
-			}
-			if err != nil {
-				return nil, fmt.Errorf("starting container %d: %w", started, err)
-			}
-			started++
-		}
-	}
-	out := map[string][]time.Duration{}
-	for i := -1; i < calls; i++ { // the first call of each, untimed, warms up
-		start := time.Now()
-		cs, err := rt.ListContainerStats(ctx, &runtime.ListContainerStatsRequest{})
-		took := time.Since(start)
-		if err != nil {
-			return nil, fmt.Errorf("ListContainerStats: %w", err)
-		}
-		if got := len(cs.GetStats()); got < containers {
-			return nil, fmt.Errorf("ListContainerStats covers %d containers, want %d", got, containers)
-		}
-		if i >= 0 {
-			out["ListContainerStats"] = append(out["ListContainerStats"], took)
-		}
-		start = time.Now()
-		ps, err := rt.ListPodSandboxStats(ctx, &runtime.ListPodSandboxStatsRequest{})
-		took = time.Since(start)
-		if err != nil {
-			return nil, fmt.Errorf("ListPodSandboxStats: %w", err)
-		}
-		if got := len(ps.GetStats()); got < len(pods) {
-			return nil, fmt.Errorf("ListPodSandboxStats covers %d pods, want %d", got, len(pods))
-		}
-		if i >= 0 {
-			out["ListPodSandboxStats"] = append(out["ListPodSandboxStats"], took)
-		}
-	}
-	return out, nil
+	return 0
 }
 
-// removeCgroups removes the (by now empty) cgroup directories under parent
-// in every hierarchy, deepest first.
-func removeCgroups(parent string) {
-	var dirs []string
-	for _, pattern := range []string{"*/%s/*", "%s/*", "*/%s", "%s"} {
-		matches, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup", fmt.Sprintf(pattern, parent)))
-		for _, m := range matches {
-			if fi, err := os.Stat(m); err == nil && fi.IsDir() {
-				dirs = append(dirs, m)
-			}
+func parseFlags(arguments []string) (options, []string, error) {
+	var o options
+	fs := flag.NewFlagSet("podbench", flag.ContinueOnError)
+	fs.Usage = func() {
+		fmt.Fprintln(fs.Output(), "usage: podbench [flags] NAME=unix:///socket ... REFERENCE=unix:///socket")
+		fs.PrintDefaults()
+	}
+	fs.StringVar(&o.image, "image", "registry.k8s.io/e2e-test-images/busybox:1.29-2", "container image")
+	fs.IntVar(&o.rounds, "rounds", 3, "rounds of each measurement (the runtime order alternates)")
+	fs.IntVar(&o.n, "n", 20, "pods started one by one per runtime and round (0: no pod start section)")
+	fs.IntVar(&o.parallel, "parallel", 30, "pods started at once per runtime and round (0: no parallel section)")
+	fs.IntVar(&o.scalePods, "scale-pods", 250, "pods running during the scale section (0: no scale section)")
+	fs.IntVar(&o.scalePerPod, "scale-per-pod", 2, "containers in each pod of the scale section")
+	fs.IntVar(&o.scaleCalls, "scale-calls", 100, "timed calls of each List/Status/stats RPC in the scale section")
+	fs.IntVar(&o.scaleRounds, "scale-rounds", 1, "rounds of the scale section (it is long)")
+	fs.IntVar(&o.memoryPods, "memory-pods", 100, "pods running at the first memory measure of the scale section (0: full scale only)")
+	fs.StringVar(&o.pullImage, "pull-image", "registry.k8s.io/e2e-test-images/busybox:1.29-2", "image of the PullImage section")
+	fs.IntVar(&o.pulls, "pulls", 10, "timed PullImage calls per runtime and round (0: no PullImage section)")
+	fs.IntVar(&o.containerdPID, "containerd-pid", 0, "PID of the containerd daemon under the runtimes, to measure its memory growth")
+	fs.Var(&o.metrics, "metrics", "NAME=http://127.0.0.1:PORT/metrics: the runtime's Prometheus metrics (repeatable)")
+	fs.Var(&o.pids, "pid", "NAME=PID: a process of the runtime itself, for its memory (repeatable)")
+	fs.Var(&o.ioBinaries, "io-binary", "NAME=PATH: the runtime's per-container IO processes run PATH (repeatable)")
+	if err := fs.Parse(arguments); err != nil {
+		return o, nil, err
+	}
+	if fs.NArg() < 2 {
+		fs.Usage()
+		return o, nil, fmt.Errorf("need at least two runtimes: the measured one(s) and the reference, last")
+	}
+	if o.rounds < 1 || o.scaleRounds < 1 {
+		return o, nil, fmt.Errorf("-rounds and -scale-rounds must be at least 1")
+	}
+	for _, v := range []int{o.n, o.parallel, o.scalePods, o.scaleCalls, o.memoryPods, o.pulls} {
+		if v < 0 {
+			return o, nil, fmt.Errorf("counts must not be negative")
 		}
 	}
-	for _, d := range dirs {
-		if err := os.Remove(d); err != nil && !os.IsNotExist(err) {
-			fmt.Fprintf(os.Stderr, "podbench: removing cgroup %s: %v\n", d, err)
+	if o.scalePods > 0 && (o.scalePerPod < 1 || o.scaleCalls < 1) {
+		return o, nil, fmt.Errorf("-scale-per-pod and -scale-calls must be at least 1 when -scale-pods is set")
+	}
+	return o, fs.Args(), nil
+}
+
+// namedValues is a repeatable NAME=VALUE flag; a name may repeat.
+type namedValues map[string][]string
+
+func (v *namedValues) String() string {
+	var parts []string
+	for name, values := range *v {
+		for _, value := range values {
+			parts = append(parts, name+"="+value)
 		}
 	}
+	return strings.Join(parts, ",")
+}
+
+func (v *namedValues) Set(s string) error {
+	name, value, ok := strings.Cut(s, "=")
+	if !ok || name == "" || value == "" {
+		return fmt.Errorf("%q is not NAME=VALUE", s)
+	}
+	if *v == nil {
+		*v = namedValues{}
+	}
+	(*v)[name] = append((*v)[name], value)
+	return nil
+}
+
+// pidsOf returns the PIDs given for a runtime with -pid.
+func (o options) pidsOf(name string) ([]int, error) {
+	var pids []int
+	for _, s := range o.pids[name] {
+		pid, err := strconv.Atoi(s)
+		if err != nil || pid <= 0 {
+			return nil, fmt.Errorf("-pid %s=%s: not a process ID", name, s)
+		}
+		pids = append(pids, pid)
+	}
+	return pids, nil
 }
