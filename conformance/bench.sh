@@ -6,18 +6,18 @@
 # running, and PullImage; then critest's benchmark table for both.
 #   bench.sh [--quick] [-n PODS] [--rounds R] [--parallel N] [--scale-pods N]
 #            [--scale-per-pod N] [--scale-calls N] [--scale-rounds N]
-#            [--memory-pods N] [--pulls N]
+#            [--memory-pods N] [--relist-seconds N] [--pulls N]
 #   --quick: a smoke run (rounds 1, n 5, parallel 10, scale-pods 20,
-#     memory-pods 10, pulls 3, critest benchmark samples 5); options given
+#     memory-pods 10, relist-seconds 5, pulls 3, critest benchmark samples 5); options given
 #     after it win.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
-n=20 rounds=3 parallel=30 scale_pods=250 scale_per_pod=2 scale_calls=100 scale_rounds=1 memory_pods=100 pulls=10
+n=20 rounds=3 parallel=30 scale_pods=250 scale_per_pod=2 scale_calls=100 scale_rounds=1 memory_pods=100 relist_seconds=30 pulls=10
 while [ $# -gt 0 ]; do
 	case $1 in
 	--quick)
-		rounds=1 n=5 parallel=10 scale_pods=20 memory_pods=10 pulls=3
+		rounds=1 n=5 parallel=10 scale_pods=20 memory_pods=10 relist_seconds=5 pulls=3
 		: "${LAB_BENCH_N:=5}"; export LAB_BENCH_N # critest's samples
 		shift ;;
 	-n) n=$2; shift 2 ;;
@@ -28,6 +28,7 @@ while [ $# -gt 0 ]; do
 	--scale-calls) scale_calls=$2; shift 2 ;;
 	--scale-rounds) scale_rounds=$2; shift 2 ;;
 	--memory-pods) memory_pods=$2; shift 2 ;;
+	--relist-seconds) relist_seconds=$2; shift 2 ;;
 	--pulls) pulls=$2; shift 2 ;;
 	*) die "unknown option $1 (see the header of $0)" ;;
 	esac
@@ -71,7 +72,7 @@ io_binary=$REPO_DIR/bin/peapod-io # peapod runs the peapod-io beside its own bin
 echo "== podbench: peapod beside containerd 2.4's built-in CRI (lower is better; ratio = peapod / containerd's CRI)"
 "$LAB_STATE/podbench" -rounds "$rounds" -n "$n" -parallel "$parallel" \
 	-scale-pods "$scale_pods" -scale-per-pod "$scale_per_pod" -scale-calls "$scale_calls" \
-	-scale-rounds "$scale_rounds" -memory-pods "$memory_pods" -pulls "$pulls" \
+	-scale-rounds "$scale_rounds" -memory-pods "$memory_pods" -relist-seconds "$relist_seconds" -pulls "$pulls" \
 	-metrics "peapod=http://$metrics_address/metrics" \
 	-pid "peapod=$peapod_pid" -pid "containerd-2.4-cri=$containerd_pid" \
 	-containerd-pid "$containerd_pid" -io-binary "peapod=$io_binary" \

@@ -50,6 +50,7 @@ type options struct {
 	scaleCalls    int
 	scaleRounds   int
 	memoryPods    int
+	relistSeconds int
 	pullImage     string
 	pulls         int
 	containerdPID int
@@ -102,6 +103,7 @@ func parseFlags(arguments []string) (options, []string, error) {
 	fs.IntVar(&o.scaleCalls, "scale-calls", 100, "timed calls of each List/Status/stats RPC in the scale section")
 	fs.IntVar(&o.scaleRounds, "scale-rounds", 1, "rounds of the scale section (it is long)")
 	fs.IntVar(&o.memoryPods, "memory-pods", 100, "pods running at the first memory measure of the scale section (0: full scale only)")
+	fs.IntVar(&o.relistSeconds, "relist-seconds", 30, "seconds of the kubelet's relist and stats calls under pod churn, at the end of the scale section (0: none)")
 	fs.StringVar(&o.pullImage, "pull-image", "registry.k8s.io/e2e-test-images/busybox:1.29-2", "image of the PullImage section")
 	fs.IntVar(&o.pulls, "pulls", 10, "timed PullImage calls per runtime and round (0: no PullImage section)")
 	fs.IntVar(&o.containerdPID, "containerd-pid", 0, "PID of the containerd daemon under the runtimes, to measure its memory growth")
@@ -118,7 +120,7 @@ func parseFlags(arguments []string) (options, []string, error) {
 	if o.rounds < 1 || o.scaleRounds < 1 {
 		return o, nil, fmt.Errorf("-rounds and -scale-rounds must be at least 1")
 	}
-	for _, v := range []int{o.n, o.parallel, o.scalePods, o.scaleCalls, o.memoryPods, o.pulls} {
+	for _, v := range []int{o.n, o.parallel, o.scalePods, o.scaleCalls, o.memoryPods, o.relistSeconds, o.pulls} {
 		if v < 0 {
 			return o, nil, fmt.Errorf("counts must not be negative")
 		}

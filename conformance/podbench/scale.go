@@ -43,6 +43,7 @@ func isStatsCall(name string) bool {
 type scaleRound struct {
 	calls  map[string][]time.Duration
 	memory []memoryPoint // at each of memoryPoints()
+	relist relistRound
 }
 
 // memoryPoints are the pod counts at which memory is measured.
@@ -68,6 +69,9 @@ func (b *bench) scaleSection(ctx context.Context) error {
 		}
 	}
 	b.printScale(rounds)
+	if b.opts.relistSeconds > 0 {
+		b.printRelist(rounds)
+	}
 	b.printMemory(rounds)
 	return nil
 }
@@ -112,7 +116,11 @@ func (b *bench) scale(ctx context.Context, t *target) (scaleRound, error) {
 		res.memory = append(res.memory, m)
 	}
 	progress("  %s: timing %d calls of each", t.name, b.opts.scaleCalls)
-	res.calls, err = b.timeScaleCalls(ctx, t, pods)
+	if res.calls, err = b.timeScaleCalls(ctx, t, pods); err != nil || b.opts.relistSeconds == 0 {
+		return res, err
+	}
+	progress("  %s: relist under churn for %ds", t.name, b.opts.relistSeconds)
+	res.relist, err = b.relist(ctx, t, pods, parent)
 	return res, err
 }
 
