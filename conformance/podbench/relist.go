@@ -114,7 +114,8 @@ func (b *bench) relistTick(ctx context.Context, t *target, pods, ctrs []string, 
 }
 
 // churn starts and tears down one pod after the other until ctx ends,
-// counting them in n.
+// counting them in n. A pod start that ctx's end cuts short is no error:
+// its pod is in pods, which the caller tears down.
 func (b *bench) churn(ctx context.Context, t *target, pods *podSet, parent string, n *int) error {
 	for i := 0; ctx.Err() == nil; i++ {
 		pod, err := b.podConfig(fmt.Sprintf("podbench-churn-%d", i), fmt.Sprintf("%s/churn%d", parent, i))
@@ -122,6 +123,9 @@ func (b *bench) churn(ctx context.Context, t *target, pods *podSet, parent strin
 			return err
 		}
 		id, _, err := t.startPod(ctx, pods, pod, b.containerConfig("sleep"))
+		if ctx.Err() != nil {
+			return nil
+		}
 		if err != nil {
 			return err
 		}
