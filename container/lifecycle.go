@@ -254,7 +254,7 @@ func (m *Manager) startTask(ctx context.Context, id string, task client.Task, st
 	}
 	failpoint.Hit("container-start:after-start")
 	m.endStartAttempt(id)
-	m.layerUsage(ctx, id, time.Now()) // a first measure, in the background
+	m.layerUsage(id, time.Now()) // a first measure, in the background
 	started, _ := m.index.Update(id, func(r *Container) {
 		r.State, r.StartedAt, r.Pid = StateRunning, time.Now(), task.Pid()
 	})

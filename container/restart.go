@@ -152,10 +152,8 @@ func (m *Manager) leftTask(ctx context.Context, id string, wait time.Duration) (
 		if !time.Now().Before(deadline) {
 			return nil, nil
 		}
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-time.After(200 * time.Millisecond):
+		if err := sleepCtx(ctx, 200*time.Millisecond); err != nil {
+			return nil, err
 		}
 	}
 }

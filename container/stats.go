@@ -68,7 +68,7 @@ func (m *Manager) Stats(ctx context.Context, c Container) (Stats, error) {
 			st.CPUNanoCores = m.stats.cpuRate(c.ID, cg.CPUUsageNanos, now)
 		}
 	}
-	st.LayerBytes, st.LayerInodes = m.layerUsage(ctx, c.ID, now)
+	st.LayerBytes, st.LayerInodes = m.layerUsage(c.ID, now)
 	if fs, err := m.images.FsUsage(ctx); err == nil {
 		st.LayerMountpoint = fs.Mountpoint
 	}
@@ -95,7 +95,7 @@ func (sc *statsCache) cpuRate(id string, usage uint64, now time.Time) *uint64 {
 // measured (zero before its first measure), and has it measured again in
 // the background when that measure is missing or older than
 // layerUsageMaxAge.
-func (m *Manager) layerUsage(_ context.Context, id string, now time.Time) (uint64, uint64) {
+func (m *Manager) layerUsage(id string, now time.Time) (uint64, uint64) {
 	m.stats.mu.Lock()
 	defer m.stats.mu.Unlock()
 	l, ok := m.stats.layers[id]

@@ -249,18 +249,28 @@ func (e *podEnv) sandboxStoreRecords() []string {
 	return out
 }
 
+// task is the containerd task of container id in the env's namespace, or
+// nil when it has none.
+func (e *podEnv) task(ctx context.Context, id string) client.Task {
+	ctr, err := e.ctrd().LoadContainer(ctx, id)
+	if err != nil {
+		return nil
+	}
+	task, err := ctr.Task(ctx, nil)
+	if err != nil {
+		return nil
+	}
+	return task
+}
+
 // taskStatus is the status of a containerd task in the env's namespace, or
 // "" when it has none.
 func (e *podEnv) taskStatus(id string) string {
 	e.t.Helper()
 	ctx, cancel := e.ctrdCtx()
 	defer cancel()
-	ctr, err := e.ctrd().LoadContainer(ctx, id)
-	if err != nil {
-		return ""
-	}
-	task, err := ctr.Task(ctx, nil)
-	if err != nil {
+	task := e.task(ctx, id)
+	if task == nil {
 		return ""
 	}
 	st, err := task.Status(ctx)
@@ -275,15 +285,10 @@ func (e *podEnv) taskPid(id string) uint32 {
 	e.t.Helper()
 	ctx, cancel := e.ctrdCtx()
 	defer cancel()
-	ctr, err := e.ctrd().LoadContainer(ctx, id)
-	if err != nil {
-		return 0
+	if task := e.task(ctx, id); task != nil {
+		return task.Pid()
 	}
-	task, err := ctr.Task(ctx, nil)
-	if err != nil {
-		return 0
-	}
-	return task.Pid()
+	return 0
 }
 
 // netnsFiles lists the network namespaces pinned in the env's state.

@@ -8,6 +8,7 @@ import (
 	"github.com/containernetworking/cni/libcni"
 	types100 "github.com/containernetworking/cni/pkg/types/100"
 	cnins "github.com/containernetworking/plugins/pkg/ns"
+	"golang.org/x/sync/errgroup"
 	"k8s.io/klog/v2"
 )
 
@@ -114,16 +115,15 @@ func (m *Manager) Setup(ctx context.Context, pod Pod) (*Result, error) {
 	// The loopback and the pod network touch different interfaces, and
 	// libcni caches their results under different names: one at a time
 	// would only add the loopback plugin's run to every pod start.
-	loDone := make(chan error, 1)
-	go func() {
+	var loopbackAdd errgroup.Group
+	loopbackAdd.Go(func() error {
 		if _, err := cni.AddNetworkList(ctx, lo, loRT); err != nil {
-			loDone <- fmt.Errorf("setting up loopback of pod %s: %w", pod.ID, err)
-			return
+			return fmt.Errorf("setting up loopback of pod %s: %w", pod.ID, err)
 		}
-		loDone <- nil
-	}()
+		return nil
+	})
 	res, err := cni.AddNetworkList(ctx, list, pod.runtimeConf())
-	if loErr := <-loDone; loErr != nil {
+	if loErr := loopbackAdd.Wait(); loErr != nil {
 		return nil, loErr
 	}
 	if err != nil {
@@ -180,21 +180,20 @@ func (m *Manager) Teardown(ctx context.Context, pod Pod, network string) error {
 		return err
 	}
 	loRT.NetNS = rt.NetNS
-	loDone := make(chan error, 1)
-	go func() {
+	var loopbackDel errgroup.Group
+	loopbackDel.Go(func() error {
 		if err := cni.DelNetworkList(ctx, lo, loRT); err != nil {
-			loDone <- fmt.Errorf("CNI loopback: DEL for pod %s: %w", pod.ID, err)
-			return
+			return fmt.Errorf("CNI loopback: DEL for pod %s: %w", pod.ID, err)
 		}
-		loDone <- nil
-	}()
+		return nil
+	})
 	if list != nil {
 		if err := cni.DelNetworkList(ctx, list, rt); err != nil {
-			<-loDone
+			_ = loopbackDel.Wait()
 			return fmt.Errorf("CNI network %q: DEL for pod %s: %w", list.Name, pod.ID, err)
 		}
 	}
-	return <-loDone
+	return loopbackDel.Wait()
 }
 
 // isNetNS reports whether path is a mounted network namespace. A pin that

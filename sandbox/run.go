@@ -11,6 +11,7 @@ import (
 	"github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/pkg/cio"
 	"github.com/containerd/errdefs"
+	"golang.org/x/sync/errgroup"
 	"google.golang.org/protobuf/proto"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 	"k8s.io/klog/v2"
@@ -152,22 +153,20 @@ func (m *Manager) Run(ctx context.Context, cfg *runtime.PodSandboxConfig, handle
 	// task is made and started. Both are undone by cleanup on failure, and
 	// by recovery after a crash (the netns is recorded, and CNI DEL works
 	// from the current config when the record names no network).
-	netDone := make(chan error, 1)
-	if sb.HostNetwork() {
-		netDone <- nil
-	} else {
-		go func() {
+	var network errgroup.Group
+	if !sb.HostNetwork() {
+		network.Go(func() error {
 			defer metrics.Phase(opRun, "cni")()
 			res, err := m.network.Setup(ctx, m.podNetwork(sb))
 			if err == nil {
 				failpoint.Hit("sandbox-run:after-cni-add")
 				sb.Network, sb.IPs = res.Network, res.IPs
 			}
-			netDone <- err
-		}()
+			return err
+		})
 	}
 	pid, err := m.startPause(ctx, ctr, id)
-	if nerr := <-netDone; nerr != nil {
+	if nerr := network.Wait(); nerr != nil {
 		err = nerr // a network that failed is the failure to tell
 	}
 	if err != nil {

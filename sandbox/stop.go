@@ -10,6 +10,7 @@ import (
 
 	"github.com/containerd/containerd/v2/client"
 	"github.com/containerd/errdefs"
+	"golang.org/x/sync/errgroup"
 	"k8s.io/klog/v2"
 
 	"github.com/peapod-cri/peapod/eventbus"
@@ -105,23 +106,20 @@ func (m *Manager) locked(_ context.Context, id string) (Sandbox, func(), error) 
 func (m *Manager) stop(ctx context.Context, sb *Sandbox) error {
 	// The network is torn down while the pause dies: the namespace is
 	// pinned, so CNI finds it either way.
-	netDone := make(chan error, 1)
-	if sb.NetNS == "" {
-		netDone <- nil
-	} else {
-		go func() {
+	var network errgroup.Group
+	if sb.NetNS != "" {
+		network.Go(func() error {
 			defer metrics.Phase(opStop, "cni")()
 			if err := m.network.Teardown(ctx, m.podNetwork(sb), sb.Network); err != nil {
-				netDone <- fmt.Errorf("tearing down network of sandbox %s: %w", sb.ID, err)
-				return
+				return fmt.Errorf("tearing down network of sandbox %s: %w", sb.ID, err)
 			}
-			netDone <- nil
-		}()
+			return nil
+		})
 	}
 	done := metrics.Phase(opStop, "task_delete")
 	err := m.deleteTask(ctx, sb.ID)
 	done()
-	if nerr := <-netDone; err == nil {
+	if nerr := network.Wait(); err == nil {
 		err = nerr
 	}
 	if err != nil {
