@@ -49,7 +49,7 @@ type Config struct {
 	StreamingTLSKey     string   `toml:"streaming-tls-key" json:"streaming-tls-key" doc:"PEM private key of streaming-tls-cert."`
 	StreamingTLSCA      string   `toml:"streaming-tls-client-ca" json:"streaming-tls-client-ca" doc:"PEM CA certificates; when set, streaming clients must present a certificate signed by one of them."`
 	MetricsAddress      string   `toml:"metrics-address" json:"metrics-address" doc:"host:port serving Prometheus metrics on /metrics; empty turns metrics off."`
-	IOBinary            string   `toml:"io-binary" json:"io-binary" doc:"The small program peapod runs beside every container (its IO process: CRI log and attach) and in pods of its built-in pause image; empty: peapod-io next to peapod's own binary, else on the PATH."`
+	IOBinary            string   `toml:"io-binary" json:"io-binary" doc:"The small program peapod runs as the node's IO server (containers' CRI logs and attach) and in pods of its built-in pause image; empty: peapod-io next to peapod's own binary, else on the PATH."`
 	Verbosity           int      `toml:"v" json:"v" doc:"Log verbosity (klog -v); 4 logs every CRI call."`
 	DefaultRuntime      string   `toml:"default-runtime" json:"default-runtime" doc:"Runtime handler of pods that name none; a key of [runtimes]."`
 	RestrictOOMScoreAdj bool     `toml:"restrict-oom-score-adj" json:"restrict-oom-score-adj" doc:"Never give a container an oom_score_adj below peapod's own, even where peapod may lower it (for a peapod that runs in a container). Without CAP_SYS_RESOURCE peapod always keeps to its own."`

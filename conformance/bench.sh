@@ -66,6 +66,7 @@ crictl_ref --image-endpoint "unix://$ctrd" rmi --prune >/dev/null
 peapod_pid=$(cat "$LAB_RUN/peapod-bench.pid")
 containerd_pid=$(cat "$LAB_RUN/containerd-2.4.pid")
 io_binary=$REPO_DIR/bin/peapod-io # peapod runs the peapod-io beside its own binary
+io_dir=$("$LAB_DIR/peapod.sh" state bench)/io # its IO server's, named on its command line
 [ -x "$io_binary" ] || die "$io_binary missing (make build)"
 
 (cd "$REPO_DIR" && go build -o "$LAB_STATE/podbench" ./conformance/podbench)
@@ -75,7 +76,7 @@ echo "== podbench: peapod beside containerd 2.4's built-in CRI (lower is better;
 	-scale-rounds "$scale_rounds" -memory-pods "$memory_pods" -relist-seconds "$relist_seconds" -pulls "$pulls" \
 	-metrics "peapod=http://$metrics_address/metrics" \
 	-pid "peapod=$peapod_pid" -pid "containerd-2.4-cri=$containerd_pid" \
-	-containerd-pid "$containerd_pid" -io-binary "peapod=$io_binary" \
+	-containerd-pid "$containerd_pid" -io-binary "peapod=$io_binary" -io-match "peapod=$io_dir" \
 	"peapod=unix://$("$LAB_DIR/peapod.sh" address bench)" \
 	"containerd-2.4-cri=unix://$ctrd"
 

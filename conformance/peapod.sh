@@ -10,7 +10,7 @@
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
-usage() { echo "usage: $0 up NAME CONTAINERD_SOCKET [FLAGS...] | down|status|address|namespace|clean NAME" >&2; exit 2; }
+usage() { echo "usage: $0 up NAME CONTAINERD_SOCKET [FLAGS...] | down|status|address|namespace|state|clean NAME" >&2; exit 2; }
 [ $# -ge 2 ] || usage
 cmd=$1 name=$2
 shift 2
@@ -60,6 +60,16 @@ EOC
 	;;
 down)
 	stop_pidfile "$pidfile"
+	# The IO server peapod started outlives it by design (logs flow while
+	# peapod restarts); the lab's instance takes it down too. The next
+	# server takes up the containers that are left.
+	io_pid=$state/io/server.pid
+	if pid_alive "$io_pid" && tr '\0' ' ' <"/proc/$(cat "$io_pid")/cmdline" | grep -q -- "--dir $state/io "; then
+		stop_pidfile "$io_pid"
+	fi
+	;;
+state)
+	echo "$state"
 	;;
 status)
 	if pid_alive "$pidfile" && serving; then echo "peapod $name: serving $sock (pid $(cat "$pidfile"))"; else echo "peapod $name: down"; exit 1; fi

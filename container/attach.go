@@ -66,7 +66,7 @@ func (m *Manager) Attach(ctx context.Context, id string, stdin io.Reader, stdout
 	if err != nil {
 		return fmt.Errorf("waiting on container %s: %w", c.ID, err)
 	}
-	// A container that just exited took its IO process with it: that is no
+	// A container that just exited has no output to attach to: that is no
 	// failure to attach.
 	justExited := func() bool {
 		select {
@@ -90,7 +90,7 @@ func (m *Manager) Attach(ctx context.Context, id string, stdin io.Reader, stdout
 		if justExited() {
 			return nil
 		}
-		return fmt.Errorf("attaching to the output of container %s: no greeting from its IO process (%v)", c.ID, err)
+		return fmt.Errorf("attaching to the output of container %s: no greeting from the IO server (%v)", c.ID, err)
 	}
 	_ = conn.SetReadDeadline(time.Time{})
 
@@ -208,7 +208,7 @@ func (o *outputCopy) run() error {
 				return nil
 			}
 			if errors.Is(err, io.EOF) {
-				return errors.New("its IO process closed the connection (it fell behind?)")
+				return errors.New("the IO server closed the connection (it fell behind?)")
 			}
 			return err
 		}

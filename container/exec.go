@@ -30,7 +30,7 @@ const (
 	maxExecOutput = 16<<20 - 64<<10
 	// ioDrainTimeout bounds the wait for an exec's output after it exited
 	// (a background child may hold the pipes open), and for a container's
-	// IO process after the release of its task (see revealExit).
+	// output after the release of its task (see revealExit).
 	ioDrainTimeout = 2 * time.Second
 )
 
@@ -274,7 +274,7 @@ func (b *boundedBuffer) Bytes() []byte {
 	return bytes.Clone(b.buf.Bytes())
 }
 
-// ReopenLog makes a running container's log driver reopen its log file,
+// ReopenLog makes the IO server reopen a running container's log file,
 // after the kubelet rotated it.
 func (m *Manager) ReopenLog(ctx context.Context, id string) error {
 	c, err := m.Get(ctx, id)
@@ -287,8 +287,12 @@ func (m *Manager) ReopenLog(ctx context.Context, id string) error {
 	if c.LogPath == "" {
 		return nil
 	}
-	if err := containerio.SignalReopen(m.pidFile(c.ID)); errors.Is(err, containerio.ErrNoIOProcess) {
-		return fmt.Errorf("container %s: %w: %w", c.ID, err, errdefs.ErrFailedPrecondition)
+	err = m.io.call(ctx, func(cl containerio.Client) error { return cl.Reopen(ctx, c.ID) })
+	if errors.Is(err, containerio.ErrNotRegistered) && containerio.Running(m.pidFile(c.ID)) {
+		err = containerio.SignalReopen(m.pidFile(c.ID)) // an IO process of its own, from before the server
+	}
+	if errors.Is(err, containerio.ErrNotRegistered) || errors.Is(err, containerio.ErrNoIOProcess) {
+		return fmt.Errorf("container %s: its output is served by no one: %w: %w", c.ID, err, errdefs.ErrFailedPrecondition)
 	} else if err != nil {
 		return fmt.Errorf("reopening the log of container %s: %w", c.ID, err)
 	}
@@ -298,5 +302,5 @@ func (m *Manager) ReopenLog(ctx context.Context, id string) error {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	return fmt.Errorf("log driver of container %s did not reopen %s", c.ID, c.LogPath)
+	return fmt.Errorf("the IO server did not reopen %s, the log of container %s", c.LogPath, c.ID)
 }

@@ -19,6 +19,7 @@ import (
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 	"k8s.io/klog/v2"
 
+	"github.com/peapod-cri/peapod/containerio"
 	"github.com/peapod-cri/peapod/eventbus"
 	"github.com/peapod-cri/peapod/failpoint"
 	"github.com/peapod-cri/peapod/image"
@@ -206,13 +207,12 @@ func (m *Manager) Start(ctx context.Context, id string) error {
 		return err
 	}
 	done := metrics.Phase(opStart, "stdio")
-	stdio, err := m.prepareStdio(&c)
+	stdio, err := m.prepareStdio(ctx, &c)
 	done()
 	if err != nil {
 		return err
 	}
 	if err := m.markStartAttempt(c.ID); err != nil {
-		stdio.abort()
 		return err
 	}
 	failpoint.Hit("container-start:before-task")
@@ -220,27 +220,25 @@ func (m *Manager) Start(ctx context.Context, id string) error {
 	task, err := ctr.NewTask(ctx, stdio.creator())
 	done()
 	if wait, ok := createRace(c.ID, err); ok {
-		stdio.abort()
 		klog.V(2).InfoS("Task create met that of a Start a crash cut short; settling it", "id", c.ID, "err", err)
 		if settled, serr := m.settleLeftTask(ctx, c.ID, wait); serr != nil || settled {
 			return serr
 		}
-		if stdio, err = m.prepareStdio(&c); err != nil {
+		if stdio, err = m.prepareStdio(ctx, &c); err != nil {
 			return err
 		}
 		task, err = ctr.NewTask(ctx, stdio.creator())
 	}
 	if err != nil {
-		return m.startFailed(ctx, c.ID, err, stdio, nil)
+		return m.startFailed(ctx, c.ID, err, nil)
 	}
-	return m.startTask(ctx, c.ID, task, stdio)
+	return m.startTask(ctx, c.ID, task)
 }
 
-// startTask starts task, made for created container id by this Start
-// (stdio is how it was wired) or by one cut short (stdio is nil), and
-// records the container running and watches it. The caller holds the
-// container's lock.
-func (m *Manager) startTask(ctx context.Context, id string, task client.Task, stdio *taskStdio) error {
+// startTask starts task, made for created container id by this Start or
+// by one cut short, and records the container running and watches it. The
+// caller holds the container's lock.
+func (m *Manager) startTask(ctx context.Context, id string, task client.Task) error {
 	// Wait before Start: a container that exits at once must not be missed.
 	exited, err := task.Wait(context.WithoutCancel(ctx))
 	if err == nil {
@@ -250,7 +248,7 @@ func (m *Manager) startTask(ctx context.Context, id string, task client.Task, st
 		done()
 	}
 	if err != nil {
-		return m.startFailed(ctx, id, err, stdio, task)
+		return m.startFailed(ctx, id, err, task)
 	}
 	failpoint.Hit("container-start:after-start")
 	m.endStartAttempt(id)
@@ -291,18 +289,14 @@ const (
 // (or the resync that follows containerd's return) to carry on with. Any
 // other failure leaves the container exited with the start error, its
 // task deleted.
-func (m *Manager) startFailed(ctx context.Context, id string, err error, stdio *taskStdio, task client.Task) error {
+func (m *Manager) startFailed(ctx context.Context, id string, err error, task client.Task) error {
 	if errdefs.IsUnavailable(err) || errdefs.IsCanceled(err) || errdefs.IsDeadlineExceeded(err) {
-		if task == nil {
-			stdio.abort()
-		}
 		return fmt.Errorf("starting container %s: %v: %w", id, err, errdefs.ErrUnavailable)
 	}
 	if task != nil {
 		_, _ = task.Delete(context.WithoutCancel(ctx), client.WithProcessKill)
 	}
 	m.endStartAttempt(id)
-	stdio.abort()
 	failed, _ := m.index.Update(id, func(r *Container) {
 		r.State, r.ExitCode, r.Reason, r.Message = StateExited, 128, ReasonStartError, err.Error()
 		r.StartedAt, r.FinishedAt = time.Now(), time.Now()
@@ -539,12 +533,12 @@ func (m *Manager) Remove(ctx context.Context, id string) error {
 			return fmt.Errorf("deleting container %s: %w", c.ID, err)
 		}
 	}
-	_ = os.RemoveAll(filepath.Dir(m.pidFile(c.ID)))
-	if c.Config.GetStdin() && !c.Config.GetTty() {
-		if err := removeCgroup(relayCgroup(&c)); err != nil {
-			klog.ErrorS(err, "Removing the cgroup of a container's IO process", "id", c.ID)
-		}
+	// A registration left behind (the IO server could not be reached) is
+	// dropped by the next start-up's recoverIO.
+	if err := m.io.call(ctx, func(cl containerio.Client) error { return cl.Remove(ctx, c.ID) }); err != nil {
+		klog.ErrorS(err, "Removing a container from the IO server", "id", c.ID)
 	}
+	_ = os.RemoveAll(m.stateDir(c.ID))
 	m.stats.forget(c.ID)
 	m.index.Delete(c.ID)
 	m.publish(&c, eventbus.Deleted)

@@ -12,7 +12,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
-	"path/filepath"
 	"sync"
 	"time"
 
@@ -65,11 +64,10 @@ const (
 
 // Config configures the container Manager.
 type Config struct {
-	// StateDir holds runtime state (exec FIFOs, log driver pid files).
+	// StateDir holds runtime state (stdio and exec fifos, attach sockets,
+	// the IO server's registrations).
 	StateDir string
-	// IOBinary is the program (peapod-io) that is each container's IO
-	// process: run by the shim as a binary log driver, or by peapod as a
-	// fifo relay.
+	// IOBinary is the program (peapod-io) run as the node's IO server.
 	IOBinary string
 	// Events receives the containers' lifecycle events (may be nil).
 	Events *eventbus.Bus
@@ -99,12 +97,16 @@ type Manager struct {
 	// paused on purpose.
 	checkpointing sync.Map
 	stats         statsCache
+	// io is the IO server, which writes the containers' logs.
+	io      *ioServer
+	watchIO sync.Once
 }
 
 // New returns a Manager. Its index is rebuilt from containerd by Recover,
 // which must succeed before any other method is called.
 func New(c *client.Client, images *image.Service, sandboxes *sandbox.Manager, cfg Config) *Manager {
-	return &Manager{client: c, images: images, sandboxes: sandboxes, config: cfg, index: newIndex()}
+	return &Manager{client: c, images: images, sandboxes: sandboxes, config: cfg, index: newIndex(),
+		io: newIOServer(cfg.IOBinary, cfg.StateDir)}
 }
 
 // Get returns the container with the given ID or unique ID prefix.
@@ -137,10 +139,6 @@ func (m *Manager) InSandbox(ctx context.Context, sandboxID string) ([]Container,
 		}
 	}
 	return out, nil
-}
-
-func (m *Manager) pidFile(id string) string {
-	return filepath.Join(m.config.StateDir, "containers", id, "log-driver.pid")
 }
 
 // persistStatus writes container id's status to its containerd container.
@@ -228,7 +226,7 @@ func (m *Manager) resync(ctx context.Context) error {
 		case c.State != StateRunning:
 		case !hasTask:
 			if m.recordExit(ctx, c.ID, 255, time.Now()) {
-				m.revealExit(c.ID) // no task: its IO process is ending, if not gone
+				m.revealExit(c.ID) // no task: its output is ending, if not ended
 			}
 		case p.GetStatus() == tasktypes.Status_STOPPED:
 			if m.recordExit(ctx, c.ID, int32(p.GetExitStatus()), p.GetExitedAt().AsTime()) {
@@ -245,7 +243,7 @@ func (m *Manager) resync(ctx context.Context) error {
 }
 
 // releaseTask deletes the task of exited container id, so that its shim
-// lets go of the container's IO (the log driver drains and exits) and its
+// lets go of the container's IO (the fifos, whose end the IO server sees) and its
 // runc state and cgroup now, not at RemoveContainer, which the kubelet may
 // call much later, or never for the last exited container of a pod. The
 // caller holds the container's lock.
@@ -338,15 +336,19 @@ func (m *Manager) recordExitOf(ctx context.Context, id string, pid uint32, code 
 }
 
 // revealExit makes a recorded exit visible (in statuses, lists and
-// events) once the container's IO process has written its last output, at
+// events) once the IO server has written the container's last output, at
 // most ioDrainTimeout after the task's release: the kubelet reads a
 // container's last log lines (FallbackToLogsOnError) when it sees it exit,
 // and the last line, if it has no newline, is written only when the
-// stream ends, which the shim signals when the task is deleted.
+// stream ends, which the shim signals by closing the fifos.
 func (m *Manager) revealExit(id string) {
-	deadline := time.Now().Add(ioDrainTimeout)
-	for containerio.Running(m.pidFile(id)) && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
+	if containerio.Running(m.pidFile(id)) { // an IO process of its own, from before the server
+		deadline := time.Now().Add(ioDrainTimeout)
+		for containerio.Running(m.pidFile(id)) && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond)
+		}
+	} else if err := m.io.client.Drain(context.Background(), id, ioDrainTimeout); err != nil {
+		klog.V(2).InfoS("Waiting for a container's last output", "id", id, "err", err)
 	}
 	revealed := false
 	c, ok := m.index.Update(id, func(r *Container) {

@@ -41,12 +41,50 @@ func (m *Manager) Recover(ctx context.Context) error {
 		}
 		m.index.Add(c)
 	}
-	err = errors.Join(m.resync(ctx), m.recoverImageVolumes(ctx), m.recoverCheckpoints())
+	err = errors.Join(m.recoverIO(ctx), m.resync(ctx), m.recoverImageVolumes(ctx), m.recoverCheckpoints())
 	if err != nil {
 		return err
 	}
+	m.watchIO.Do(func() { go m.io.watch(context.WithoutCancel(ctx)) })
 	klog.V(2).InfoS("Loaded containers", "count", len(ctrs))
 	return nil
+}
+
+// recoverIO makes sure the IO server runs and serves exactly the
+// containers peapod has: it forgets those removed while it could not be
+// told, and takes up those whose task may still write to its fifos but
+// which it does not serve (its registration was lost; containers from
+// before the server, with an IO process of their own, are left to it).
+func (m *Manager) recoverIO(ctx context.Context) error {
+	if err := m.io.ensure(ctx); err != nil {
+		return err
+	}
+	ids, err := m.io.client.List(ctx)
+	if err != nil {
+		return fmt.Errorf("listing the IO server's containers: %w", err)
+	}
+	served := map[string]bool{}
+	var errs []error
+	for _, id := range ids {
+		served[id] = true
+		if c, err := m.index.Get(id); err != nil || c.ID != id {
+			klog.InfoS("Removing a removed container from the IO server", "id", id)
+			errs = append(errs, m.io.client.Remove(ctx, id))
+		}
+	}
+	for _, c := range m.index.List() {
+		if served[c.ID] || c.State == StateExited || containerio.Running(m.pidFile(c.ID)) {
+			continue
+		}
+		if _, err := os.Stat(m.stdioFifo(c.ID, "stdout")); err != nil {
+			continue // no task was made, or it has an IO process of its own
+		}
+		klog.InfoS("Registering a container's output with the IO server again", "id", c.ID)
+		if _, err := m.prepareStdio(ctx, &c); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // finishStart settles a container recorded as created that has a task:
@@ -75,17 +113,16 @@ func (m *Manager) finishStart(ctx context.Context, c Container, p *tasktypes.Pro
 // of peapod, or a break of containerd) left to created container id, as
 // that Start would have; the caller holds the container's lock. A task
 // never started is started now, unless its IO is gone: a fifo relay (see
-// prepareStdio) that did not outlive the cut. That one is deleted, so that
+// prepareStdio) that was lost with the IO server's registration. That one
+// is deleted, so that
 // a new task can be made, after shimSettle. A task that was started is
 // adopted: the container is running (or has exited since), and watched.
 // It reports whether the start is settled (started or adopted).
 func (m *Manager) settleTask(ctx context.Context, id string, p *tasktypes.Process) (bool, error) {
 	if p.GetStatus() == tasktypes.Status_CREATED {
-		c, err := m.index.Get(id)
-		if err != nil {
+		if has, err := m.hasIO(ctx, id); err != nil {
 			return false, err
-		}
-		if c.Config.GetStdin() && !c.Config.GetTty() && !containerio.Running(m.pidFile(id)) {
+		} else if !has {
 			klog.InfoS("Deleting the task of a container whose start was interrupted: its IO process is gone", "id", id)
 			if _, err := m.client.TaskService().Delete(ctx, &tasks.DeleteTaskRequest{ContainerID: id}); err != nil &&
 				!errdefs.IsNotFound(errgrpc.ToNative(err)) {
@@ -102,7 +139,7 @@ func (m *Manager) settleTask(ctx context.Context, id string, p *tasktypes.Proces
 			return false, fmt.Errorf("loading the task of container %s: %w", id, err)
 		}
 		klog.InfoS("Starting the task of a container whose start was interrupted", "id", id, "pid", p.GetPid())
-		return true, m.startTask(ctx, id, task, nil)
+		return true, m.startTask(ctx, id, task)
 	}
 	klog.InfoS("Adopting a container whose start was interrupted", "id", id, "pid", p.GetPid(), "status", p.GetStatus())
 	m.endStartAttempt(id)

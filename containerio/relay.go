@@ -8,15 +8,16 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
 )
 
-// A container's output reaches attach clients through its IO process (the
-// shim-run log driver, or the fifo relay peapod starts), which serves a unix
-// socket in the container's state directory. Every client gets the output
+// A container's output reaches attach clients through the IO server (see
+// server.go), which serves a unix socket in the container's state
+// directory. Every client gets the output
 // from the moment it connects, as frames:
 //
 //	1 byte stream (1 stdout, 2 stderr) | 4 bytes big-endian length | payload
@@ -100,6 +101,9 @@ type hubWriter struct {
 }
 
 func (w hubWriter) Write(p []byte) (int, error) {
+	if !w.h.attached() {
+		return len(p), nil // no client: no frames to make
+	}
 	for rest := p; len(rest) > 0; {
 		n := min(len(rest), MaxFrame)
 		w.h.broadcast(appendFrame(make([]byte, 0, FrameHeader+n), w.stream, rest[:n]))
@@ -108,12 +112,27 @@ func (w hubWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
+// attached reports whether any client is attached.
+func (h *hub) attached() bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.subs) > 0
+}
+
 // end tells every client, present and future, that stream ended.
 func (h *hub) end(stream byte) {
 	h.mu.Lock()
 	h.ended = append(h.ended, stream)
 	h.mu.Unlock()
 	h.broadcast(appendFrame(nil, stream, nil))
+}
+
+// resume takes back the end of stream, which output follows again (from
+// another task of the container: see server.go); later clients get it.
+func (h *hub) resume(stream byte) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.ended = slices.DeleteFunc(h.ended, func(s byte) bool { return s == stream })
 }
 
 // broadcast queues one encoded frame for every client, dropping those that

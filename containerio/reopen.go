@@ -10,6 +10,14 @@ import (
 	"syscall"
 )
 
+// Containers started by peapod before the IO server each had an IO process
+// of their own (a log driver the shim ran), which recorded its PID in a pid
+// file for ReopenContainerLog's SIGUSR1. Those that still run keep it until
+// they end, and are served by what follows.
+
+// optPidFile was the IO process's option naming its pid file.
+const optPidFile = "pidfile"
+
 // ErrNoIOProcess is returned by SignalReopen when the IO process that wrote
 // the pid file is gone.
 var ErrNoIOProcess = errors.New("the container's IO process is gone")
@@ -56,7 +64,7 @@ func ioProcess(pidfile string) (int, error) {
 	if err != nil {
 		return 0, ErrNoIOProcess
 	}
-	if !hasOption(bytes.Split(bytes.TrimSuffix(cmdline, []byte{0}), []byte{0}), OptPidFile, pidfile) {
+	if !hasOption(bytes.Split(bytes.TrimSuffix(cmdline, []byte{0}), []byte{0}), optPidFile, pidfile) {
 		return 0, ErrNoIOProcess // the PID is another process's now
 	}
 	return pid, nil

@@ -23,7 +23,7 @@ func TestSignalReopen(t *testing.T) {
 	// A process started with the pid file among its options, as an IO
 	// process is: it gets the signal (and reports it by exiting 0).
 	marker := filepath.Join(dir, "got-usr1")
-	io := exec.Command("sh", "-c", `trap 'touch "$0"; exit 0' USR1; while :; do sleep 0.05; done`, marker, OptPidFile, pidfile)
+	io := exec.Command("sh", "-c", `trap 'touch "$0"; exit 0' USR1; while :; do sleep 0.05; done`, marker, optPidFile, pidfile)
 	if err := io.Start(); err != nil {
 		t.Fatal(err)
 	}

@@ -33,7 +33,8 @@ const containerdBinEnv = "PEAPOD_TEST_CONTAINERD_BIN"
 
 // Chaos, as the issue sets it: 4 clients run 200 pod lifecycles (run,
 // create, start, exec, stop, remove) while peapod is SIGKILLed at random
-// every few seconds and restarted, and containerd is restarted twice.
+// every few seconds and restarted, and containerd is restarted twice. Every
+// third kill takes the IO server too (peapod starts another).
 const (
 	chaosClients    = 4
 	chaosLifecycles = 200
@@ -55,6 +56,7 @@ func TestChaos(t *testing.T) {
 	var (
 		done       atomic.Int32 // lifecycles completed
 		kills      atomic.Int32
+		ioKills    atomic.Int32
 		ctrdDowns  atomic.Int32
 		ctrdEpoch  atomic.Int32 // odd while containerd restarts
 		mu         sync.Mutex
@@ -82,7 +84,11 @@ func TestChaos(t *testing.T) {
 			}
 			e.d.signal(syscall.SIGKILL)
 			e.d.wait(10 * time.Second)
-			kills.Add(1)
+			if kills.Add(1)%3 == 0 {
+				if pid := ioServerPid(t, e.state()); pid > 0 && syscall.Kill(pid, syscall.SIGKILL) == nil {
+					ioKills.Add(1)
+				}
+			}
 			e.start()
 		}
 	}()
@@ -128,8 +134,8 @@ func TestChaos(t *testing.T) {
 	wg.Wait()
 	close(stop)
 	<-killerDone
-	t.Logf("chaos: %d of %d lifecycles completed by %d clients, peapod SIGKILLed %d times, containerd restarted %d times",
-		done.Load(), chaosLifecycles, chaosClients, kills.Load(), ctrdDowns.Load())
+	t.Logf("chaos: %d of %d lifecycles completed by %d clients, peapod SIGKILLed %d times (the IO server with it %d times), containerd restarted %d times",
+		done.Load(), chaosLifecycles, chaosClients, kills.Load(), ioKills.Load(), ctrdDowns.Load())
 	if ctrdDowns.Load() < 2 && done.Load() == chaosLifecycles {
 		t.Errorf("containerd was restarted %d times, want 2", ctrdDowns.Load())
 	}
@@ -358,6 +364,10 @@ func (cl *chaosClient) lifecycle(e *podEnv, name string, ctrdEpoch func() int32)
 		cl.t.Logf("%s: exit code lost across a restart of containerd (255)", name)
 	} else if s.GetState() != runtime.ContainerState_CONTAINER_EXITED || s.GetExitCode() != 7 {
 		return sbID, ctrID, fmt.Errorf("stopped container: %s, exit %d; want EXITED, 7 (its TERM trap)", s.GetState(), s.GetExitCode())
+	}
+	// Its output reached its log, whoever was killed meanwhile.
+	if lines, err := readLog(st.GetStatus().GetLogPath()); err != nil || len(lines) == 0 || lines[0].msg != "up" {
+		return sbID, ctrID, fmt.Errorf("the stopped container's log: %v, %v; want its \"up\"", lines, err)
 	}
 
 	for _, step := range []func(ctx context.Context) error{

@@ -173,6 +173,7 @@ func start(t *testing.T, o options) *daemon {
 		d.waitErr = d.cmd.Wait()
 		close(d.exited)
 	}()
+	t.Cleanup(func() { stopIOServer(t, filepath.Join(dir, "state")) })
 	t.Cleanup(func() {
 		select {
 		case <-d.exited:
@@ -185,6 +186,38 @@ func start(t *testing.T, o options) *daemon {
 		}
 	})
 	return d
+}
+
+// ioServerPid is the PID of the IO server peapod started for state
+// directory state; 0 if none runs.
+func ioServerPid(t *testing.T, state string) int {
+	t.Helper()
+	raw, err := os.ReadFile(filepath.Join(state, "io", "server.pid"))
+	if err != nil {
+		return 0
+	}
+	pid, _ := strconv.Atoi(strings.TrimSpace(string(raw)))
+	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	if err != nil || !bytes.Contains(cmdline, []byte("\x00"+filepath.Join(state, "io")+"\x00")) {
+		return 0 // it ended, and its PID may be another process's
+	}
+	return pid
+}
+
+// stopIOServer stops the IO server of state, which outlives peapod: when a
+// test ends, it is the test's to stop.
+func stopIOServer(t *testing.T, state string) {
+	pid := ioServerPid(t, state)
+	if pid == 0 {
+		return
+	}
+	_ = syscall.Kill(pid, syscall.SIGTERM)
+	for i := 0; i < 100 && ioServerPid(t, state) == pid; i++ {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if ioServerPid(t, state) == pid {
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+	}
 }
 
 // startServing starts peapod and waits until it answers Version.

@@ -103,6 +103,7 @@ func newPodEnv(t *testing.T) *podEnv {
 	t.Helper()
 	e := &podEnv{t: t, ns: imageNamespace(t), dir: tempDir(t)}
 	e.socket = filepath.Join(e.dir, "peapod.sock")
+	t.Cleanup(func() { stopIOServer(t, e.state()) }) // after the leftovers' removal
 	t.Cleanup(func() {
 		if e.client != nil {
 			e.client.Close()
@@ -1331,25 +1332,24 @@ func TestOOMKilled(t *testing.T) {
 	}
 }
 
-// A container with stdin and no terminal has its IO process (the fifo
-// relay) started by peapod: it runs in a cgroup of its own beside the
-// container's, not in peapod's, so stopping peapod's cgroup does not end
-// it; the cgroup goes with the container.
-func TestFifoRelayHasACgroupOfItsOwn(t *testing.T) {
+// The node's IO server, which writes every container's log, runs in a
+// cgroup of its own, not in peapod's, so stopping peapod's cgroup does not
+// end it. Killed, it is started again within seconds, takes up every
+// container, and loses none of the output written meanwhile (it waits in
+// the fifos); removed containers leave no registration with it.
+func TestIOServerRestartLosesNoOutput(t *testing.T) {
 	t.Parallel()
 	e := newPodEnv(t)
 	rt, ic := e.serve()
 	pull(t, ic, busyboxRef)
-	cfg := e.podConfig("relay-cgroup")
+	cfg := e.podConfig("io-server")
 	sbID := runPod(t, rt, cfg)
-	ctr := busybox("reader", "echo up; exec cat")
-	ctr.Stdin = true
-	id := startContainer(t, rt, sbID, cfg, ctr)
-	raw, err := os.ReadFile(filepath.Join(e.state(), "containers", id, "log-driver.pid"))
-	if err != nil {
-		t.Fatalf("the IO process's pid file: %v", err)
-	}
-	relayPid, _ := strconv.Atoi(strings.TrimSpace(string(raw)))
+	counter := startContainer(t, rt, sbID, cfg, busybox("counter", "i=0; while true; do echo line-$i; i=$((i+1)); sleep 0.02; done"))
+	reader := busybox("reader", "echo up; exec cat")
+	reader.Stdin = true
+	readerID := startContainer(t, rt, sbID, cfg, reader)
+
+	server := ioServerPid(t, e.state())
 	cgroups := func(pid int) map[string]string {
 		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
 		if err != nil {
@@ -1362,26 +1362,62 @@ func TestFifoRelayHasACgroupOfItsOwn(t *testing.T) {
 		}
 		return out
 	}
-	relay, peapod := cgroups(relayPid), cgroups(e.d.cmd.Process.Pid)
-	want := "/" + e.ns + "/peapod-io-" + id
-	for ctrl, p := range relay {
+	io, peapod := cgroups(server), cgroups(e.d.cmd.Process.Pid)
+	for ctrl, p := range io {
 		if strings.Contains(ctrl, "cpuset") {
 			continue
 		}
-		if p != want || p == peapod[ctrl] {
-			t.Errorf("relay's cgroup in %q: %s (peapod's %s), want %s", ctrl, p, peapod[ctrl], want)
+		if p != "/peapod-io" || p == peapod[ctrl] {
+			t.Errorf("the IO server's cgroup in %q: %s (peapod's %s), want /peapod-io", ctrl, p, peapod[ctrl])
 		}
 	}
-	if _, err := rt.StopContainer(podCtx(t), &runtime.StopContainerRequest{ContainerId: id, Timeout: 2}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := rt.RemoveContainer(podCtx(t), &runtime.RemoveContainerRequest{ContainerId: id}); err != nil {
-		t.Fatal(err)
-	}
-	for _, dir := range []string{"memory", "pids", "systemd"} {
-		if _, err := os.Stat(filepath.Join("/sys/fs/cgroup", dir, want)); !errors.Is(err, os.ErrNotExist) {
-			t.Errorf("the relay's cgroup %s is left in %s: %v", want, dir, err)
+
+	logPath := containerStatus(t, rt, counter).GetStatus().GetLogPath()
+	counted := func() int {
+		lines, err := readLog(logPath)
+		if err != nil {
+			t.Fatal(err)
 		}
+		for i, l := range lines {
+			if want := fmt.Sprintf("line-%d", i); l.msg != want || l.stream != "stdout" || l.tag != "F" {
+				t.Fatalf("log line %d is %+v, want %q: output was lost or mangled", i, l, want)
+			}
+		}
+		return len(lines)
+	}
+	eventually(t, 10*time.Second, "the counter's first lines", func() error {
+		if n := counted(); n < 10 {
+			return fmt.Errorf("%d lines", n)
+		}
+		return nil
+	})
+	if err := syscall.Kill(server, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	before := counted()
+	eventually(t, 15*time.Second, "a new IO server", func() error {
+		if pid := ioServerPid(t, e.state()); pid == server {
+			return fmt.Errorf("still pid %d", pid)
+		}
+		return nil
+	})
+	eventually(t, 10*time.Second, "the counter's lines after the restart", func() error {
+		if n := counted(); n < before+50 {
+			return fmt.Errorf("%d lines, %d before the kill", n, before)
+		}
+		return nil
+	})
+
+	for _, id := range []string{counter, readerID} {
+		if _, err := rt.StopContainer(podCtx(t), &runtime.StopContainerRequest{ContainerId: id, Timeout: 2}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := rt.RemoveContainer(podCtx(t), &runtime.RemoveContainerRequest{ContainerId: id}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if regs, _ := os.ReadDir(filepath.Join(e.state(), "io", "containers")); len(regs) != 0 {
+		t.Errorf("registrations left with the IO server after the containers' removal: %v", regs)
 	}
 }
 

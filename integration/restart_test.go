@@ -430,8 +430,8 @@ const sandboxRecordKey = "io.peapod.sandbox"
 // is still created, and the next StartContainer makes it, once containerd
 // has had time to finish or undo a create under way. After the task was
 // created but not started, the container is still created, and the next StartContainer
-// starts that same task, whose IO (the shim's log driver, or a fifo relay
-// for a container with stdin) outlived peapod: its output reaches the log.
+// starts that same task, whose IO (the fifos the IO server reads, with a
+// stdin fifo too or not) outlived peapod: its output reaches the log.
 // No new task is made with the container's ID, which containerd 1.6 could
 // lose (see container.finishStart). After the task started, the restarted
 // peapod adopts it as running, watches it, and records its exit.
@@ -440,7 +440,7 @@ func TestRestartFailpointsStartContainer(t *testing.T) {
 	for _, fp := range []struct {
 		name    string
 		started bool
-		stdin   bool // its output goes through a fifo relay
+		stdin   bool // it has a stdin fifo as well
 	}{
 		{name: "container-start:before-task"},
 		{name: "container-start:after-task"},

@@ -171,8 +171,8 @@ func setVerbosity(v int) {
 	_ = fs.Set("v", strconv.Itoa(v))
 }
 
-// ioBinaryName is the program each container's IO process and the
-// built-in pause run, shipped beside peapod.
+// ioBinaryName is the program the IO server and the built-in pause run,
+// shipped beside peapod.
 const ioBinaryName = "peapod-io"
 
 // findIOBinary returns the configured IO binary, else peapod-io next to

@@ -24,7 +24,8 @@ type target struct {
 	rt         runtime.RuntimeServiceClient
 	is         runtime.ImageServiceClient
 	pids       []int  // its own processes (-pid), for its memory
-	ioBinary   string // what its per-container IO processes run (-io-binary)
+	ioBinary   string // what its IO processes run (-io-binary)
+	ioMatch    string // what their command lines mention (-io-match); empty: the pods' log root
 	metricsURL string // its Prometheus metrics (-metrics)
 }
 
@@ -78,6 +79,9 @@ func newTarget(opts options, arg string) (*target, error) {
 			return nil, fmt.Errorf("-io-binary %s: %w", name, err)
 		}
 	}
+	if m := opts.ioMatches[name]; len(m) > 0 {
+		t.ioMatch = m[len(m)-1]
+	}
 	if urls := opts.metrics[name]; len(urls) > 0 {
 		t.metricsURL = urls[len(urls)-1]
 		if err := checkLoopback(t.metricsURL); err != nil {
@@ -118,7 +122,7 @@ func (b *bench) checkNames() error {
 		}
 		known[t.name] = true
 	}
-	for flagName, values := range map[string]namedValues{"-metrics": b.opts.metrics, "-pid": b.opts.pids, "-io-binary": b.opts.ioBinaries} {
+	for flagName, values := range map[string]namedValues{"-metrics": b.opts.metrics, "-pid": b.opts.pids, "-io-binary": b.opts.ioBinaries, "-io-match": b.opts.ioMatches} {
 		for name := range values {
 			if !known[name] {
 				return fmt.Errorf("%s %s: no runtime of that name", flagName, name)

@@ -57,6 +57,7 @@ type options struct {
 	metrics       namedValues // runtime name -> metrics URL
 	pids          namedValues // runtime name -> own process IDs
 	ioBinaries    namedValues // runtime name -> IO process binary
+	ioMatches     namedValues // runtime name -> what its IO processes' command lines mention
 }
 
 func main() { os.Exit(run()) }
@@ -109,7 +110,8 @@ func parseFlags(arguments []string) (options, []string, error) {
 	fs.IntVar(&o.containerdPID, "containerd-pid", 0, "PID of the containerd daemon under the runtimes, to measure its memory growth")
 	fs.Var(&o.metrics, "metrics", "NAME=http://127.0.0.1:PORT/metrics: the runtime's Prometheus metrics (repeatable)")
 	fs.Var(&o.pids, "pid", "NAME=PID: a process of the runtime itself, for its memory (repeatable)")
-	fs.Var(&o.ioBinaries, "io-binary", "NAME=PATH: the runtime's per-container IO processes run PATH (repeatable)")
+	fs.Var(&o.ioBinaries, "io-binary", "NAME=PATH: the runtime's IO processes run PATH (repeatable)")
+	fs.Var(&o.ioMatches, "io-match", "NAME=TEXT: the runtime's IO processes are those of -io-binary whose command line mentions TEXT (default: the pods' log directory)")
 	if err := fs.Parse(arguments); err != nil {
 		return o, nil, err
 	}

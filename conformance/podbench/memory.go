@@ -82,12 +82,14 @@ func processesRunning(binary, arg string) ([]int, error) {
 	return pids, nil
 }
 
-// ioPSS is the PSS of the processes running binary for a container
-// logging under logRoot, and how many there are: other lab instances run
-// the same binary for pods of their own, which are not ours to count. A
-// process that exits between the listing and the read is skipped.
-func ioPSS(binary, logRoot string) (float64, int, error) {
-	pids, err := processesRunning(binary, logRoot)
+// ioPSS is the PSS of the processes running binary whose command line
+// mentions match (the runtime's IO server's directory, or the pods' log
+// root for IO processes per container), and how many there are: other lab
+// instances run the same binary for pods of their own, which are not ours
+// to count. A process that exits between the listing and the read is
+// skipped.
+func ioPSS(binary, match string) (float64, int, error) {
+	pids, err := processesRunning(binary, match)
 	if err != nil {
 		return 0, 0, err
 	}
@@ -160,7 +162,11 @@ func (b *bench) measureMemory(t *target, pods, containers int, containerdBefore 
 	}
 	if t.ioBinary != "" {
 		m.hasIO = true
-		if m.io, m.ioProcs, err = ioPSS(t.ioBinary, b.logRoot); err != nil {
+		match := t.ioMatch
+		if match == "" {
+			match = b.logRoot
+		}
+		if m.io, m.ioProcs, err = ioPSS(t.ioBinary, match); err != nil {
 			return m, err
 		}
 	}
