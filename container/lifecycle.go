@@ -229,6 +229,13 @@ func (m *Manager) Start(ctx context.Context, id string) error {
 		}
 		task, err = ctr.NewTask(ctx, stdio.creator())
 	}
+	if runtimeOrphan(err) {
+		if oerr := m.deleteRuntimeOrphan(ctx, &c); oerr != nil {
+			klog.ErrorS(oerr, "Deleting what a task create cut short left in the OCI runtime", "id", c.ID)
+		} else {
+			task, err = ctr.NewTask(ctx, stdio.creator())
+		}
+	}
 	if err != nil {
 		return m.startFailed(ctx, c.ID, err, nil)
 	}
@@ -518,6 +525,9 @@ func (m *Manager) Remove(ctx context.Context, id string) error {
 			_, terr = task.Delete(ctx, client.WithProcessKill)
 		} else if errdefs.IsNotFound(terr) {
 			terr = shimreaper.DeleteUnlisted(ctx, m.client.TaskService(), c.ID)
+			if oerr := m.deleteRuntimeOrphan(ctx, &c); oerr != nil {
+				klog.ErrorS(oerr, "Deleting what a task create cut short left in the OCI runtime", "id", c.ID)
+			}
 		}
 		if terr != nil && !errdefs.IsNotFound(terr) {
 			return fmt.Errorf("deleting task of container %s: %w", c.ID, terr)

@@ -4,9 +4,11 @@ package integration
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -550,4 +552,112 @@ func TestFastExitsSurviveRestart(t *testing.T) {
 	if err := completed(rt); err != nil {
 		t.Errorf("after a restart: %v", err)
 	}
+}
+
+// A task create that containerd gave up on (its caller died) can complete
+// in the shim after containerd cleaned up, leaving the OCI runtime a
+// created container that containerd does not list, with the container's
+// ID. StartContainer deletes it and starts the container; RemoveContainer
+// deletes one left to a container that never started.
+func TestRuntimeOrphanOfACutShortCreate(t *testing.T) {
+	t.Parallel()
+	runc := os.Getenv("PEAPOD_TEST_RUNC")
+	if runc == "" {
+		runc = "runc"
+	}
+	e := newPodEnv(t)
+	rt, ic := e.serve()
+	pull(t, ic, busyboxRef)
+	cfg := e.podConfig("orphan")
+	sb := runPod(t, rt, cfg)
+	create := func(name string) string {
+		resp, err := rt.CreateContainer(podCtx(t), &runtime.CreateContainerRequest{PodSandboxId: sb, Config: busybox(name, "echo up; sleep 3600"), SandboxConfig: cfg})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp.ContainerId
+	}
+	started, left := create("started"), create("left")
+	root := filepath.Join("/run/containerd/runc", e.ns) // the runc shim's, for the env's namespace
+	for _, id := range []string{started, left} {
+		makeRuntimeOrphan(t, runc, root, id)
+	}
+
+	if _, err := rt.StartContainer(podCtx(t), &runtime.StartContainerRequest{ContainerId: started}); err != nil {
+		t.Fatalf("StartContainer over an orphan of the OCI runtime: %v", err)
+	}
+	st := containerStatus(t, rt, started).GetStatus()
+	if st.GetState() != runtime.ContainerState_CONTAINER_RUNNING {
+		t.Fatalf("started container is %s", st.GetState())
+	}
+	eventually(t, 10*time.Second, "the started container's output", func() error {
+		if lines, err := readLog(st.GetLogPath()); err != nil || len(lines) == 0 || lines[0].msg != "up" {
+			return fmt.Errorf("log %v, %v", lines, err)
+		}
+		return nil
+	})
+
+	if _, err := rt.RemoveContainer(podCtx(t), &runtime.RemoveContainerRequest{ContainerId: left}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(root, left)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the OCI runtime's container %s is left after RemoveContainer (%v)", left, err)
+	}
+	if p := processesOf(left); len(p) > 0 {
+		t.Errorf("processes of the removed container: %q", p)
+	}
+}
+
+// makeRuntimeOrphan creates, with runc alone, a container of ID id under
+// the runc state root root, as a task create that containerd gave up on
+// leaves it: created, its init waiting to be started.
+func makeRuntimeOrphan(t *testing.T, runc, root, id string) {
+	t.Helper()
+	bundle := tempDir(t)
+	if err := os.Mkdir(filepath.Join(bundle, "rootfs"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	io, err := os.ReadFile(filepath.Join(filepath.Dir(peapodBin), "peapod-io"))
+	if err == nil {
+		err = os.WriteFile(filepath.Join(bundle, "rootfs", "pause"), io, 0o755)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	// runc's output goes to a file: the init that create leaves would hold
+	// a pipe open, and a wait for its end would never return.
+	run := func(args ...string) {
+		t.Helper()
+		out, err := os.Create(filepath.Join(bundle, "runc.out"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer out.Close()
+		cmd := exec.Command(runc, args...)
+		cmd.Dir, cmd.Stdout, cmd.Stderr = bundle, out, out
+		if err := cmd.Run(); err != nil {
+			b, _ := os.ReadFile(out.Name())
+			t.Fatalf("%s %q: %v: %s", runc, args, err, b)
+		}
+	}
+	run("spec")
+	raw, err := os.ReadFile(filepath.Join(bundle, "config.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var spec map[string]any
+	if err := json.Unmarshal(raw, &spec); err != nil {
+		t.Fatal(err)
+	}
+	spec["root"] = map[string]any{"path": "rootfs"}
+	process := spec["process"].(map[string]any)
+	process["terminal"], process["args"] = false, []string{"/pause", "pause"}
+	if raw, err = json.Marshal(spec); err == nil {
+		err = os.WriteFile(filepath.Join(bundle, "config.json"), raw, 0o600)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	run("--root", root, "create", "--bundle", bundle, id)
+	t.Cleanup(func() { _ = exec.Command(runc, "--root", root, "delete", "--force", id).Run() })
 }
