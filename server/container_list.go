@@ -16,6 +16,8 @@ func (s *Service) ListContainers(ctx context.Context, r *runtime.ListContainersR
 	}
 	f := r.GetFilter()
 	out := make([]*runtime.Container, 0, len(all))
+	// Containers share few images: each is looked up once per call.
+	images := map[string]imageNames{}
 	for _, c := range all {
 		state := containerState(c.Reported().State)
 		switch {
@@ -25,12 +27,17 @@ func (s *Service) ListContainers(ctx context.Context, r *runtime.ListContainersR
 			!labelsMatch(c.Config.GetLabels(), f.GetLabelSelector()):
 			continue
 		}
+		img, ok := images[c.ImageID]
+		if !ok {
+			img = s.imageNames(ctx, c.ImageID)
+			images[c.ImageID] = img
+		}
 		out = append(out, &runtime.Container{
 			Id:           c.ID,
 			PodSandboxId: c.SandboxID,
 			Metadata:     c.Config.GetMetadata(),
-			Image:        s.statusImage(ctx, c),
-			ImageRef:     s.imageRef(ctx, c.ImageID),
+			Image:        statusImage(c.Config.GetImage(), img),
+			ImageRef:     imageRef(c.ImageID, img),
 			ImageId:      c.ImageID,
 			State:        state,
 			CreatedAt:    c.CreatedAt.UnixNano(),

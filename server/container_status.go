@@ -80,27 +80,57 @@ func (s *Service) containerStatus(ctx context.Context, c container.Container) *r
 // repo tag alone, containerd's choice, can be another tag of the same
 // image than the pod's: node conformance's image-update specs then fail.)
 func (s *Service) statusImage(ctx context.Context, c container.Container) *runtime.ImageSpec {
-	spec := c.Config.GetImage()
+	return statusImage(c.Config.GetImage(), s.imageNames(ctx, c.ImageID))
+}
+
+func (s *Service) imageRef(ctx context.Context, id string) string {
+	return imageRef(id, s.imageNames(ctx, id))
+}
+
+// imageNames is what a container's image lends its status: the ID, the
+// first tag and the first digest reference ("" when it has none).
+type imageNames struct {
+	found       bool
+	id          string
+	tag, digest string
+}
+
+func (s *Service) imageNames(ctx context.Context, id string) imageNames {
+	img, err := s.images.Get(ctx, id)
+	if err != nil {
+		return imageNames{}
+	}
+	n := imageNames{found: true, id: img.ID}
+	if tags := img.RepoTags(); len(tags) > 0 {
+		n.tag = tags[0]
+	}
+	if d := img.RepoDigests(); len(d) > 0 {
+		n.digest = d[0]
+	}
+	return n
+}
+
+// statusImage is the image a container's status shows: the one the user
+// named, else, for a container made from an image ID, a tag of it.
+func statusImage(spec *runtime.ImageSpec, img imageNames) *runtime.ImageSpec {
 	if spec.GetUserSpecifiedImage() != "" {
 		out := proto.Clone(spec).(*runtime.ImageSpec)
 		out.Image = spec.GetUserSpecifiedImage()
 		return out
 	}
-	if img, err := s.images.Get(ctx, c.ImageID); err == nil && (spec.GetImage() == img.ID || strings.HasPrefix(img.ID, "sha256:"+spec.GetImage())) {
-		if tags := img.RepoTags(); len(tags) > 0 {
-			out := proto.Clone(spec).(*runtime.ImageSpec)
-			out.Image = tags[0]
-			return out
-		}
+	if img.found && img.tag != "" && (spec.GetImage() == img.id || strings.HasPrefix(img.id, "sha256:"+spec.GetImage())) {
+		out := proto.Clone(spec).(*runtime.ImageSpec)
+		out.Image = img.tag
+		return out
 	}
 	return spec
 }
 
-func (s *Service) imageRef(ctx context.Context, id string) string {
-	if img, err := s.images.Get(ctx, id); err == nil {
-		if d := img.RepoDigests(); len(d) > 0 {
-			return d[0]
-		}
+// imageRef is a container's image reference: a digest reference of its
+// image when there is one, else the image ID.
+func imageRef(id string, img imageNames) string {
+	if img.digest != "" {
+		return img.digest
 	}
 	return id
 }
