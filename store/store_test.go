@@ -2,6 +2,7 @@ package store
 
 import (
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -168,5 +169,21 @@ func TestGetLockedSeesTheHolderBefore(t *testing.T) {
 	unlock()
 	if err := <-got; !errdefs.IsNotFound(err) {
 		t.Errorf("GetLocked after the holder deleted the item = %v, want NotFound", err)
+	}
+}
+
+// BenchmarkList lists a store of 200 items, as the kubelet lists the
+// containers of 100 pods of two each, every second.
+func BenchmarkList(b *testing.B) {
+	s := newTestStore()
+	now := time.Now()
+	for i := range 200 {
+		s.Add(&item{id: fmt.Sprint(i), name: fmt.Sprint("name-", i), at: now.Add(time.Duration(i*7919%200) * time.Millisecond)})
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if got := s.List(); len(got) != 200 {
+			b.Fatalf("List returned %d items", len(got))
+		}
 	}
 }
