@@ -5,13 +5,13 @@
 package cgroupstats
 
 import (
-	"bufio"
 	"bytes"
 	"errors"
+	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"sync"
 )
 
@@ -65,12 +65,13 @@ func readV1(path string) (Stats, error) {
 	if s.MemoryUsage, err = readUint(filepath.Join(mem, "memory.usage_in_bytes")); err != nil {
 		return s, err
 	}
-	kv, err := readKV(filepath.Join(mem, "memory.stat"))
-	if err != nil {
+	var inactiveFile uint64
+	if err := readKV(filepath.Join(mem, "memory.stat"),
+		field{"total_inactive_file", &inactiveFile}, field{"total_rss", &s.MemoryRSS},
+		field{"total_pgfault", &s.PageFaults}, field{"total_pgmajfault", &s.MajorPageFaults}); err != nil {
 		return s, err
 	}
-	s.MemoryWorkingSet = sub(s.MemoryUsage, kv["total_inactive_file"])
-	s.MemoryRSS, s.PageFaults, s.MajorPageFaults = kv["total_rss"], kv["total_pgfault"], kv["total_pgmajfault"]
+	s.MemoryWorkingSet = sub(s.MemoryUsage, inactiveFile)
 	if memsw, err := readUint(filepath.Join(mem, "memory.memsw.usage_in_bytes")); err == nil {
 		s.SwapUsage, s.HasSwap = sub(memsw, s.MemoryUsage), true
 	}
@@ -79,20 +80,22 @@ func readV1(path string) (Stats, error) {
 
 func readV2(dir string) (Stats, error) {
 	var s Stats
-	cpu, err := readKV(filepath.Join(dir, "cpu.stat"))
-	if err != nil {
+	var usageUsec uint64
+	if err := readKV(filepath.Join(dir, "cpu.stat"), field{"usage_usec", &usageUsec}); err != nil {
 		return s, err
 	}
-	s.CPUUsageNanos = cpu["usage_usec"] * 1000
+	s.CPUUsageNanos = usageUsec * 1000
+	var err error
 	if s.MemoryUsage, err = readUint(filepath.Join(dir, "memory.current")); err != nil {
 		return s, err
 	}
-	kv, err := readKV(filepath.Join(dir, "memory.stat"))
-	if err != nil {
+	var inactiveFile uint64
+	if err := readKV(filepath.Join(dir, "memory.stat"),
+		field{"inactive_file", &inactiveFile}, field{"anon", &s.MemoryRSS},
+		field{"pgfault", &s.PageFaults}, field{"pgmajfault", &s.MajorPageFaults}); err != nil {
 		return s, err
 	}
-	s.MemoryWorkingSet = sub(s.MemoryUsage, kv["inactive_file"])
-	s.MemoryRSS, s.PageFaults, s.MajorPageFaults = kv["anon"], kv["pgfault"], kv["pgmajfault"]
+	s.MemoryWorkingSet = sub(s.MemoryUsage, inactiveFile)
 	if swap, err := readUint(filepath.Join(dir, "memory.swap.current")); err == nil {
 		s.SwapUsage, s.HasSwap = swap, true
 	}
@@ -106,35 +109,85 @@ func sub(a, b uint64) uint64 {
 	return a - b
 }
 
-func readUint(path string) (uint64, error) {
-	b, err := os.ReadFile(path)
+// The kubelet reads the stats of every container and pod every few
+// seconds, each a handful of cgroup files: they are read into pooled
+// buffers and parsed in place, so that the stats calls, frequent and
+// proportional to the pods on the node, make little garbage for the GC.
+// A cgroup file holds at most a few kilobytes (memory.stat).
+const maxFileSize = 16 << 10
+
+var buffers = sync.Pool{New: func() any { b := make([]byte, maxFileSize); return &b }}
+
+// readFile calls parse with the content of the cgroup file at path, which
+// is valid only during the call.
+func readFile(path string, parse func([]byte) error) error {
+	f, err := os.Open(path)
 	if err != nil {
-		return 0, err
+		return err
 	}
-	return strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64)
+	defer f.Close()
+	buf := buffers.Get().(*[]byte)
+	defer buffers.Put(buf)
+	n := 0
+	for n < len(*buf) {
+		m, err := f.Read((*buf)[n:])
+		n += m
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return err
+		}
+	}
+	if n == len(*buf) {
+		return fmt.Errorf("%s: larger than %d bytes", path, maxFileSize)
+	}
+	return parse((*buf)[:n])
 }
 
-// readKV reads a "key value" per line file such as memory.stat.
-func readKV(path string) (map[string]uint64, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	out := map[string]uint64{}
-	sc := bufio.NewScanner(bytes.NewReader(b))
-	for sc.Scan() {
-		k, v, ok := strings.Cut(sc.Text(), " ")
-		if !ok {
-			continue
+func readUint(path string) (uint64, error) {
+	var v uint64
+	err := readFile(path, func(b []byte) error {
+		var err error
+		v, err = strconv.ParseUint(string(bytes.TrimSpace(b)), 10, 64)
+		return err
+	})
+	return v, err
+}
+
+// field is a key of a "key value" per line file, and where its value goes.
+type field struct {
+	key string
+	dst *uint64
+}
+
+// readKV reads the values of fields from a "key value" per line file such
+// as memory.stat; a key the file lacks reads as 0, but a file with no
+// values at all is an error.
+func readKV(path string, fields ...field) error {
+	return readFile(path, func(b []byte) error {
+		values := 0
+		for line := range bytes.Lines(b) {
+			k, v, ok := bytes.Cut(bytes.TrimSuffix(line, []byte("\n")), []byte(" "))
+			if !ok {
+				continue
+			}
+			n, err := strconv.ParseUint(string(v), 10, 64)
+			if err != nil {
+				continue
+			}
+			values++
+			for _, f := range fields {
+				if string(k) == f.key {
+					*f.dst = n
+				}
+			}
 		}
-		if n, err := strconv.ParseUint(v, 10, 64); err == nil {
-			out[k] = n
+		if values == 0 {
+			return errors.New(path + ": no values")
 		}
-	}
-	if len(out) == 0 {
-		return nil, errors.New(path + ": no values")
-	}
-	return out, nil
+		return nil
+	})
 }
 
 // OOMKills returns how many processes of the cgroup at path the kernel's
@@ -144,9 +197,7 @@ func OOMKills(path string) (uint64, error) {
 	if isUnified() {
 		file = filepath.Join(Root, path, "memory.events")
 	}
-	kv, err := readKV(file)
-	if err != nil {
-		return 0, err
-	}
-	return kv["oom_kill"], nil
+	var kills uint64
+	err := readKV(file, field{"oom_kill", &kills})
+	return kills, err
 }
