@@ -13,10 +13,12 @@ import (
 	"time"
 
 	"github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/core/images"
 	"github.com/containerd/containerd/v2/core/remotes/docker"
 	"github.com/containerd/containerd/v2/core/remotes/docker/config"
 	"github.com/containerd/errdefs"
 	"github.com/distribution/reference"
+	"golang.org/x/sync/errgroup"
 	"k8s.io/klog/v2"
 
 	"github.com/peapod-cri/peapod/metrics"
@@ -39,6 +41,11 @@ type Auth struct {
 // goes on if the caller gives up (its context ends), so a retry finds the
 // image or joins the pull in progress; it fails only when it makes no
 // progress for Config.PullProgressTimeout.
+//
+// Where containerd serves it (2.0 and newer), the pull goes through its
+// transfer service, which fetches and unpacks inside containerd in one call;
+// elsewhere (1.6, 1.7) through the client, which does it from here. Both
+// honour the hosts directory, the credentials and the progress timeout.
 func (s *Service) Pull(ctx context.Context, name string, auth *Auth) (string, error) {
 	ref, err := normalize(name)
 	if err != nil {
@@ -68,14 +75,96 @@ func (s *Service) pull(ctx context.Context, ref string, auth *Auth) (string, err
 	defer cancel(nil)
 	watch := newProgressWatch(s.config.PullProgressTimeout, cancel)
 	defer watch.stop()
-	// peapod's own lease keeps the pulled blobs until the image record
-	// holds them; start-up ends it if peapod dies mid-pull.
+	// peapod's own lease keeps the pulled blobs until the image records
+	// hold them; start-up ends it if peapod dies mid-pull.
 	ctx, endLease, err := oplease.Begin(ctx, s.client.LeasesService(), "image-pull", "")
 	if err != nil {
 		return "", err
 	}
-	defer endLease()
+	defer s.endLeaseLater(endLease)
 
+	via := s.pullWay(ctx)
+	done := metrics.Phase(opPull, "pull")
+	var rec images.Image
+	if via == viaTransfer {
+		rec, err = s.pullTransfer(ctx, ref, auth, watch, cancel)
+		if errdefs.IsNotImplemented(err) && ctx.Err() == nil {
+			// containerd was replaced by one without the service.
+			klog.InfoS("containerd serves no image transfers; pulling through the client", "ref", ref, "err", err)
+			s.via.Store(int32(viaClient))
+			via = viaClient
+			watch.inflight.Store(0)
+		}
+	}
+	if via == viaClient {
+		rec, err = s.pullClient(ctx, ref, auth, watch)
+	}
+	done()
+	if err != nil {
+		if cause := context.Cause(ctx); cause != nil && ctx.Err() != nil {
+			err = cause
+		}
+		return "", fmt.Errorf("pulling image %s: %w", ref, err)
+	}
+
+	// Name the image by digest too, so ImageStatus answers for
+	// "repo@sha256:…" and the digest survives a restart; meanwhile read
+	// what the index needs of the image.
+	refs := []string{ref}
+	var entry *Image
+	var g errgroup.Group
+	if !strings.Contains(ref, "@") {
+		dref, err := digestRef(ref, rec.Target.Digest)
+		if err != nil {
+			return "", err
+		}
+		refs = append(refs, dref)
+		g.Go(func() error {
+			defer metrics.Phase(opPull, "record")()
+			if err := s.record(ctx, dref, rec.Target); err != nil {
+				return fmt.Errorf("recording %s: %w", dref, err)
+			}
+			return nil
+		})
+	}
+	g.Go(func() error {
+		done := metrics.Phase(opPull, "inspect")
+		var err error
+		entry, err = s.inspect(ctx, rec)
+		done()
+		if err != nil || via != viaTransfer {
+			return err
+		}
+		defer metrics.Phase(opPull, "unpack")()
+		return s.ensureUnpacked(ctx, rec, entry)
+	})
+	if err := g.Wait(); err != nil {
+		return "", err
+	}
+	for _, r := range refs {
+		s.index.put(r, entry)
+	}
+	s.invalidateFsUsage()
+	klog.V(2).InfoS("Pulled image", "ref", ref, "id", entry.ID, "via", via, "bytes", watch.bytes.Load(), "duration", time.Since(start))
+	return entry.ID, nil
+}
+
+// endLeaseLater ends a pull's lease once the pull has answered: by then the
+// image's records hold what the lease held, or, after a failure, nothing
+// needs it. Remove waits for the leases still ending, so that the garbage
+// collection it runs frees what they held.
+func (s *Service) endLeaseLater(end func()) {
+	s.leasesEnding.RLock()
+	go func() {
+		defer s.leasesEnding.RUnlock()
+		end()
+	}()
+}
+
+// pullClient pulls and unpacks ref with the containerd client, which
+// fetches each blob from here and has containerd store and apply it, and
+// returns the image's record.
+func (s *Service) pullClient(ctx context.Context, ref string, auth *Auth, watch *progressWatch) (images.Image, error) {
 	resolver := docker.NewResolver(docker.ResolverOptions{
 		Hosts: config.ConfigureHosts(ctx, config.HostOptions{
 			HostDir:     config.HostDirFromRoot(s.config.RegistryConfigPath),
@@ -87,48 +176,16 @@ func (s *Service) pull(ctx context.Context, ref string, auth *Auth) (string, err
 		}),
 		Headers: auth.headers(),
 	})
-	done := metrics.Phase(opPull, "pull")
 	img, err := s.client.Pull(ctx, ref,
 		client.WithResolver(resolver),
 		client.WithPullUnpack,
 		client.WithPullSnapshotter(Snapshotter),
 		client.WithPlatformMatcher(s.platform),
 	)
-	done()
 	if err != nil {
-		if cause := context.Cause(ctx); cause != nil && ctx.Err() != nil {
-			err = cause
-		}
-		return "", fmt.Errorf("pulling image %s: %w", ref, err)
+		return images.Image{}, err
 	}
-
-	// Name the image by digest too, so ImageStatus answers for
-	// "repo@sha256:…" and the digest survives a restart.
-	done = metrics.Phase(opPull, "record")
-	refs := []string{ref}
-	if !strings.Contains(ref, "@") {
-		dref, err := digestRef(ref, img.Target().Digest)
-		if err != nil {
-			return "", err
-		}
-		if err := s.record(ctx, dref, img.Target()); err != nil {
-			return "", fmt.Errorf("recording %s: %w", dref, err)
-		}
-		refs = append(refs, dref)
-	}
-	done()
-	done = metrics.Phase(opPull, "inspect")
-	entry, err := s.inspect(ctx, img.Metadata())
-	done()
-	if err != nil {
-		return "", err
-	}
-	for _, r := range refs {
-		s.index.put(r, entry)
-	}
-	s.invalidateFsUsage()
-	klog.V(2).InfoS("Pulled image", "ref", ref, "id", entry.ID, "bytes", watch.bytes.Load(), "duration", time.Since(start))
-	return entry.ID, nil
+	return img.Metadata(), nil
 }
 
 // opPull names PullImage's phases in the metrics.
@@ -165,6 +222,11 @@ func (a *Auth) credentials(host string) (string, string, error) {
 		return user, pass, nil
 	}
 	return "", "", nil
+}
+
+// hasCredentials reports whether credentials answers anything for some host.
+func (a *Auth) hasCredentials() bool {
+	return a != nil && (a.Username != "" || a.Password != "" || a.Auth != "" || a.IdentityToken != "")
 }
 
 // headers carries a registry bearer token, which needs no token exchange.
@@ -210,13 +272,15 @@ func sameHost(addr, host string) bool {
 	return addr == host
 }
 
-// progressWatch cancels a pull when, while requests are in flight, no bytes
-// arrive for the timeout.
 // unpackIdleFactor times the progress timeout is how long a pull may go on
 // with no download in flight (containerd unpacking, which reports no
 // progress) before it is given up.
 const unpackIdleFactor = 3
 
+// progressWatch cancels a pull when, while downloads are in flight, no bytes
+// arrive for the timeout. A client pull's downloads are its HTTP requests
+// (wrap); a transfer-service pull's are the blobs containerd reports
+// (transferWatch).
 type progressWatch struct {
 	timeout  time.Duration
 	cancel   context.CancelCauseFunc

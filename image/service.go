@@ -12,21 +12,27 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	contentapi "github.com/containerd/containerd/api/services/content/v1"
 	"github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/core/content"
 	"github.com/containerd/containerd/v2/core/images"
 	"github.com/containerd/errdefs"
+	"github.com/containerd/errdefs/pkg/errgrpc"
 	"github.com/containerd/platforms"
 	"github.com/opencontainers/go-digest"
 	"github.com/opencontainers/image-spec/identity"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"golang.org/x/sync/singleflight"
+	"google.golang.org/grpc"
 	"k8s.io/klog/v2"
 )
 
@@ -52,6 +58,10 @@ type Service struct {
 
 	index *index
 	pulls singleflight.Group
+	// via is how pulls go (a pullVia), once containerd has said.
+	via atomic.Int32
+	// leasesEnding is held shared by each pull's lease while it ends.
+	leasesEnding sync.RWMutex
 
 	fsMu    sync.Mutex
 	fsUsage *FsUsage
@@ -86,7 +96,8 @@ func (s *Service) Recover(ctx context.Context) error {
 
 // inspect reads what the CRI needs of an image record from the content store.
 func (s *Service) inspect(ctx context.Context, rec images.Image) (*Image, error) {
-	cs := s.client.ContentStore()
+	// The manifests are read twice, for the config and for the size.
+	cs := s.newBlobCache()
 	manifest, err := images.Manifest(ctx, cs, rec.Target, s.platform)
 	if err != nil {
 		return nil, fmt.Errorf("reading manifest of %s: %w", rec.Name, err)
@@ -179,6 +190,66 @@ func (s *configStore) ReaderAt(ctx context.Context, desc ocispec.Descriptor) (co
 	return s.Store.ReaderAt(ctx, desc)
 }
 
+// blobCache is a content.Provider of small blobs (manifests and configs,
+// never layers) that reads each from containerd once, in one round trip: the
+// content store's ReaderAt first asks containerd the blob's size, which the
+// descriptor already gives.
+type blobCache struct {
+	api   contentapi.ContentClient // nil: read through store
+	store content.Provider
+	mu    sync.Mutex
+	blobs map[digest.Digest][]byte
+}
+
+func (s *Service) newBlobCache() *blobCache {
+	c := &blobCache{store: s.client.ContentStore(), blobs: map[digest.Digest][]byte{}}
+	if conn, ok := s.client.Conn().(grpc.ClientConnInterface); ok {
+		c.api = contentapi.NewContentClient(conn)
+	}
+	return c
+}
+
+func (c *blobCache) ReaderAt(ctx context.Context, desc ocispec.Descriptor) (content.ReaderAt, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	b, ok := c.blobs[desc.Digest]
+	if !ok {
+		var err error
+		if b, err = c.read(ctx, desc); err != nil {
+			return nil, err
+		}
+		c.blobs[desc.Digest] = b
+	}
+	return readerAt{bytes.NewReader(b)}, nil
+}
+
+func (c *blobCache) read(ctx context.Context, desc ocispec.Descriptor) ([]byte, error) {
+	if c.api == nil {
+		return content.ReadBlob(ctx, c.store, desc)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stream, err := c.api.Read(ctx, &contentapi.ReadContentRequest{Digest: desc.Digest.String(), Size: desc.Size})
+	if err != nil {
+		return nil, errgrpc.ToNative(err)
+	}
+	b := make([]byte, 0, min(desc.Size, 1<<20))
+	for {
+		resp, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return nil, errgrpc.ToNative(err)
+		}
+		b = append(b, resp.Data...)
+	}
+	if int64(len(b)) != desc.Size {
+		return nil, fmt.Errorf("blob %s has %d bytes, its descriptor says %d: %w", desc.Digest, len(b), desc.Size, errdefs.ErrFailedPrecondition)
+	}
+	return b, nil
+}
+
 // readerAt is a content.ReaderAt over bytes in memory.
 type readerAt struct{ *bytes.Reader }
 
@@ -218,6 +289,10 @@ func (s *Service) Remove(ctx context.Context, name string) error {
 	if err != nil {
 		return err
 	}
+	// The leases of pulls that have answered but not yet ended would keep
+	// content from the collection below.
+	s.leasesEnding.Lock()
+	s.leasesEnding.Unlock()
 	is := s.client.ImageService()
 	for i, ref := range img.References {
 		var opts []images.DeleteOpt

@@ -126,11 +126,18 @@ func containerdImages(t *testing.T, ns string) []string {
 // registry mirrors and pause-image 3.10, and returns an image client.
 func startImages(t *testing.T, ns string) (*daemon, runtime.ImageServiceClient) {
 	t.Helper()
-	d := start(t, options{extraArgs: []string{
+	return startImagesWith(t, ns, registryConfig)
+}
+
+// startImagesWith is startImages with the registry mirrors of hostsDir and
+// more arguments.
+func startImagesWith(t *testing.T, ns, hostsDir string, args ...string) (*daemon, runtime.ImageServiceClient) {
+	t.Helper()
+	d := start(t, options{extraArgs: append([]string{
 		"--containerd-namespace", ns,
-		"--registry-config-path", registryConfig,
+		"--registry-config-path", hostsDir,
 		"--pause-image", pause310,
-	}})
+	}, args...)})
 	d.waitServing()
 	return d, runtime.NewImageServiceClient(d.dial())
 }
