@@ -19,15 +19,20 @@ export PATH="$LAB_BIN:/usr/local/go/bin:$PATH"
 log() { printf '[lab %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
-# wait_for DESC SECONDS CMD...: poll CMD every 0.2 s until it succeeds.
-wait_for() {
-	local desc=$1 secs=$2; shift 2
-	local i
-	for ((i = 0; i < secs * 5; i++)); do
-		"$@" >/dev/null 2>&1 && return 0
+# poll SECONDS CMD...: run CMD every 0.2 s until it succeeds (status 0) or
+# SECONDS have passed (status 1).
+poll() {
+	local deadline=$((SECONDS + $1)); shift
+	until "$@" >/dev/null 2>&1; do
+		((SECONDS < deadline)) || return 1
 		sleep 0.2
 	done
-	die "timed out after ${secs}s waiting for $desc"
+}
+
+# wait_for DESC SECONDS CMD...: poll CMD until it succeeds, or die.
+wait_for() {
+	local desc=$1 secs=$2; shift 2
+	poll "$secs" "$@" || die "timed out after ${secs}s waiting for $desc"
 }
 
 # pid_alive PIDFILE: the process recorded in PIDFILE is running.

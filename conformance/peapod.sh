@@ -26,6 +26,9 @@ pidfile=$LAB_RUN/peapod-$name.pid
 logfile=$LAB_STATE/logs/peapod-$name.log
 
 serving() { "$LAB_BIN/crictl" --runtime-endpoint "unix://$sock" --timeout 2s version >/dev/null 2>&1; }
+# ready: peapod has rebuilt its state from containerd and answers the calls
+# that touch it (until then they wait, then answer Unavailable).
+ready() { "$LAB_BIN/crictl" --runtime-endpoint "unix://$sock" --timeout 5s pods -q >/dev/null 2>&1; }
 
 case $cmd in
 up)
@@ -56,6 +59,12 @@ EOC
 		--cni-conf-dir "$LAB_CNI_CONF_DIR" --v 4 "$@" </dev/null >>"$logfile" 2>&1 &
 	echo $! >"$pidfile"
 	wait_for "peapod $name on $sock (log: $logfile)" 20 serving
+	# Its start-up recovery is quick on an idle containerd, slower on one
+	# still collecting a test's garbage.
+	if ! poll 120 ready; then
+		tail -n 40 "$logfile" >&2
+		die "peapod $name has not recovered its state from containerd in 120s (log: $logfile)"
+	fi
 	log "peapod $name serving $sock (pid $(cat "$pidfile"), containerd $ctrd, log $logfile)"
 	;;
 down)

@@ -48,9 +48,11 @@ func (r *recovery) run(ctx context.Context, steps []recoveryStep) bool {
 	delay := recoveryRetryFirst
 	for i := 0; i < len(steps); {
 		sctx, cancel := context.WithTimeout(ctx, recoveryStepLimit)
+		stepStart := time.Now()
 		err := steps[i].run(sctx)
 		cancel()
 		if err == nil {
+			klog.V(2).InfoS("Recovered", "step", steps[i].name, "duration", time.Since(stepStart))
 			i++
 			continue
 		}
