@@ -37,6 +37,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 )
 
 // options are the command-line settings.
@@ -51,6 +52,7 @@ type options struct {
 	scaleRounds   int
 	memoryPods    int
 	relistSeconds int
+	churnEvery    time.Duration
 	pullImage     string
 	pulls         int
 	containerdPID int
@@ -105,6 +107,7 @@ func parseFlags(arguments []string) (options, []string, error) {
 	fs.IntVar(&o.scaleRounds, "scale-rounds", 1, "rounds of the scale section (it is long)")
 	fs.IntVar(&o.memoryPods, "memory-pods", 100, "pods running at the first memory measure of the scale section (0: full scale only)")
 	fs.IntVar(&o.relistSeconds, "relist-seconds", 30, "seconds of the kubelet's relist and stats calls under pod churn, at the end of the scale section (0: none)")
+	fs.DurationVar(&o.churnEvery, "churn-every", time.Second, "how often a pod is started (and the one before torn down) during the relist under churn: the same churn for every runtime")
 	fs.StringVar(&o.pullImage, "pull-image", "registry.k8s.io/e2e-test-images/busybox:1.29-2", "image of the PullImage section")
 	fs.IntVar(&o.pulls, "pulls", 10, "timed PullImage calls per runtime and round (0: no PullImage section)")
 	fs.IntVar(&o.containerdPID, "containerd-pid", 0, "PID of the containerd daemon under the runtimes, to measure its memory growth")
@@ -126,6 +129,9 @@ func parseFlags(arguments []string) (options, []string, error) {
 		if v < 0 {
 			return o, nil, fmt.Errorf("counts must not be negative")
 		}
+	}
+	if o.churnEvery <= 0 {
+		return o, nil, fmt.Errorf("-churn-every must be positive")
 	}
 	if o.scalePods > 0 && (o.scalePerPod < 1 || o.scaleCalls < 1) {
 		return o, nil, fmt.Errorf("-scale-per-pod and -scale-calls must be at least 1 when -scale-pods is set")

@@ -20,7 +20,7 @@ var relistCallNames = []string{"ListPodSandbox", "ListContainers", "PodSandboxSt
 // relistRound is what one runtime's relist under churn measured.
 type relistRound struct {
 	calls     map[string][]time.Duration
-	churned   int // pods started and torn down meanwhile
+	churned   int // pods started meanwhile
 	ticks     int
 	lateTicks int // ticks that could not start on their second
 }
@@ -28,8 +28,8 @@ type relistRound struct {
 // relist makes the kubelet's calls once a second, as its PLEG (List of
 // pods and containers, then the status of the pods that changed) and its
 // stats provider do, for -relist-seconds, while pods churn beside the
-// scale section's: one pod after the other is started, with one
-// container, and torn down.
+// scale section's: a pod is started every -churn-every, with one
+// container, and the one before torn down.
 func (b *bench) relist(ctx context.Context, t *target, pods *podSet, parent string) (relistRound, error) {
 	res := relistRound{calls: map[string][]time.Duration{}}
 	podIDs, ctrIDs := pods.snapshot()
@@ -113,11 +113,19 @@ func (b *bench) relistTick(ctx context.Context, t *target, pods, ctrs []string, 
 	return nil
 }
 
-// churn starts and tears down one pod after the other until ctx ends,
-// counting them in n. A pod start that ctx's end cuts short is no error:
-// its pod is in pods, which the caller tears down.
+// churn starts a pod, with one container, every b.opts.churnEvery and
+// tears down the one before, until ctx ends, counting the pods started in
+// n. The churn is the same for every runtime, as on a node where pods come
+// and go at a rate of their own (churning as fast as a runtime can would
+// load a faster runtime's host more, beside the very calls measured). A
+// start that takes longer than the interval is followed at once by the
+// next. A pod start that ctx's end cuts short is no error: its pod is in
+// pods, which the caller tears down, as is the last one started.
 func (b *bench) churn(ctx context.Context, t *target, pods *podSet, parent string, n *int) error {
-	for i := 0; ctx.Err() == nil; i++ {
+	every := time.NewTicker(b.opts.churnEvery)
+	defer every.Stop()
+	prev := ""
+	for i := 0; ; i++ {
 		pod, err := b.podConfig(fmt.Sprintf("podbench-churn-%d", i), fmt.Sprintf("%s/churn%d", parent, i))
 		if err != nil {
 			return err
@@ -129,13 +137,20 @@ func (b *bench) churn(ctx context.Context, t *target, pods *podSet, parent strin
 		if err != nil {
 			return err
 		}
-		if _, err := t.teardownPod(context.WithoutCancel(ctx), id); err != nil {
-			return err
-		}
-		pods.forget(id)
 		*n++
+		if prev != "" {
+			if _, err := t.teardownPod(context.WithoutCancel(ctx), prev); err != nil {
+				return err
+			}
+			pods.forget(prev)
+		}
+		prev = id
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-every.C:
+		}
 	}
-	return nil
 }
 
 func relistFigures(rounds []scaleRound, call string) callFigures {
@@ -148,8 +163,8 @@ func relistFigures(rounds []scaleRound, call string) callFigures {
 
 func (b *bench) printRelist(rounds map[*target][]scaleRound) {
 	fmt.Printf("\n== relist under churn: the kubelet's calls once a second for %ds (List pods and containers, %d pod and\n"+
-		"   container statuses, container and pod stats) with %d pods running, while pods churn one after the other\n"+
-		"   (ratio of the p99)\n", b.opts.relistSeconds, relistStatuses, b.opts.scalePods)
+		"   container statuses, container and pod stats) with %d pods running, while a pod is started every %s\n"+
+		"   and the one before torn down (ratio of the p99)\n", b.opts.relistSeconds, relistStatuses, b.opts.scalePods, b.opts.churnEvery)
 	fmt.Printf("%-22s %-20s %10s %10s %8s\n", "runtime", "call", "p50", "p99", "ratio")
 	for _, call := range relistCallNames {
 		ref := relistFigures(rounds[b.reference()], call)
@@ -158,7 +173,7 @@ func (b *bench) printRelist(rounds map[*target][]scaleRound) {
 			fmt.Printf("%-22s %-20s %10s %10s %8s\n", t.name, call, ms(f.p50), ms(f.p99), ratio(float64(f.p99), float64(ref.p99)))
 		}
 	}
-	fmt.Printf("%-22s %12s %8s %12s\n", "runtime", "pods churned", "ticks", "late ticks")
+	fmt.Printf("%-22s %12s %8s %12s\n", "runtime", "pods started", "ticks", "late ticks")
 	for _, t := range b.targets {
 		for _, r := range rounds[t] {
 			fmt.Printf("%-22s %12d %8d %12d\n", t.name, r.relist.churned, r.relist.ticks, r.relist.lateTicks)
