@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 )
@@ -55,8 +56,27 @@ func fakeShim(t *testing.T, ns, id, address string, bundleGone bool, mode string
 			t.Fatal(err)
 		}
 	}
-	if mode == "with-child" {
-		time.Sleep(200 * time.Millisecond) // let it start its child
+	if mode == "with-child" { // wait for it to start its child
+		pid := strconv.Itoa(cmd.Process.Pid)
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+			// A child is listed by the thread that forked it, and is the
+			// fake shim's copy until it has run sleep.
+			threads, _ := filepath.Glob("/proc/" + pid + "/task/*/children")
+			if slices.ContainsFunc(threads, func(f string) bool {
+				b, _ := os.ReadFile(f)
+				for _, child := range strings.Fields(string(b)) {
+					if cmd, _ := os.ReadFile("/proc/" + child + "/cmdline"); strings.HasPrefix(string(cmd), "sleep\x00") {
+						return true
+					}
+				}
+				return false
+			}) {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the fake shim %s started no child in 10s", pid)
+			}
+		}
 	}
 	return cmd.Process.Pid
 }
