@@ -12,8 +12,10 @@ import (
 	"syscall"
 	"time"
 
+	tasks "github.com/containerd/containerd/api/services/tasks/v1"
 	"github.com/containerd/containerd/v2/client"
 	"github.com/containerd/errdefs"
+	"github.com/containerd/errdefs/pkg/errgrpc"
 	"github.com/moby/sys/signal"
 	"google.golang.org/protobuf/proto"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -193,54 +195,70 @@ func (m *Manager) Start(ctx context.Context, id string) error {
 	if err := m.ensureImageVolumes(ctx, &c); err != nil {
 		return fmt.Errorf("starting container %s: %w", c.ID, err)
 	}
-	// A task a Start cut short left (by a crash of peapod, or a break of
-	// containerd): carry on with it, see settleTask. That Start's create
-	// may still be under way in containerd, or being undone: containerd
-	// 1.6 undoes a cancelled create late, and by ID, so that a task made
-	// meanwhile is deleted, or unlisted while it runs. So after a cut-short
-	// attempt, wait for its task to show, or for containerd to have let go.
-	wait := time.Duration(0)
+	// A Start cut short (by a crash of peapod, or a break of containerd)
+	// may have left a task: carry on with it (see settleTask). Or it left
+	// containerd holding that task's shim with no task to show, or still
+	// cleaning up after it: see letGo.
 	if m.startAttempted(c.ID) {
-		wait = createSettle
-	}
-	if settled, err := m.settleLeftTask(ctx, c.ID, wait); err != nil || settled {
-		return err
-	}
-	done := metrics.Phase(opStart, "stdio")
-	stdio, err := m.prepareStdio(ctx, &c)
-	done()
-	if err != nil {
-		return err
+		if settled, err := m.settleLeftTask(ctx, c.ID); err != nil || settled {
+			return err
+		}
+		if err := m.letGo(ctx, c.ID); err != nil {
+			return err
+		}
 	}
 	if err := m.markStartAttempt(c.ID); err != nil {
 		return err
 	}
-	failpoint.Hit("container-start:before-task")
-	done = metrics.Phase(opStart, "task_create")
-	task, err := ctr.NewTask(ctx, stdio.creator())
-	done()
-	if wait, ok := createRace(c.ID, err); ok {
-		klog.V(2).InfoS("Task create met that of a Start a crash cut short; settling it", "id", c.ID, "err", err)
-		if settled, serr := m.settleLeftTask(ctx, c.ID, wait); serr != nil || settled {
-			return serr
-		}
-		if stdio, err = m.prepareStdio(ctx, &c); err != nil {
+	for attempt := 1; ; attempt++ {
+		done := metrics.Phase(opStart, "stdio")
+		stdio, err := m.prepareStdio(ctx, &c)
+		done()
+		if err != nil {
 			return err
 		}
-		task, err = ctr.NewTask(ctx, stdio.creator())
-	}
-	if runtimeOrphan(err) {
-		if oerr := m.deleteRuntimeOrphan(ctx, &c); oerr != nil {
-			klog.ErrorS(oerr, "Deleting what a task create cut short left in the OCI runtime", "id", c.ID)
-		} else {
-			task, err = ctr.NewTask(ctx, stdio.creator())
+		failpoint.Hit("container-start:before-task")
+		done = metrics.Phase(opStart, "task_create")
+		task, err := ctr.NewTask(ctx, stdio.creator())
+		done()
+		if err == nil {
+			return m.startTask(ctx, c.ID, task)
+		}
+		if attempt == maxCreateAttempts {
+			return m.startFailed(ctx, c.ID, err, nil)
+		}
+		switch {
+		case errdefs.IsAlreadyExists(err):
+			// containerd lists a task of the ID. One with a process is
+			// that of a Start cut short: carry on with it. One without is
+			// a shim containerd holds with no task to show (containerd
+			// 1.6 lists every shim it finds at its start, whether or not
+			// its task was ever made; 2.x keeps one a delete cut short
+			// left): let it go.
+			klog.V(2).InfoS("Task create met an earlier task of the container", "id", c.ID, "err", err)
+			if settled, serr := m.settleLeftTask(ctx, c.ID); serr != nil || settled {
+				return serr
+			}
+			err = m.letGo(ctx, c.ID)
+		case bundleRace(c.ID, err):
+			// containerd is still making or removing the bundle of an
+			// earlier task of the ID: wait for it to be done.
+			klog.V(2).InfoS("Task create met the bundle of an earlier task of the container", "id", c.ID, "err", err)
+			err = m.letGo(ctx, c.ID)
+		case runtimeOrphan(err):
+			err = m.deleteRuntimeOrphan(ctx, &c)
+		default:
+			return m.startFailed(ctx, c.ID, err, nil)
+		}
+		if err != nil {
+			return fmt.Errorf("starting container %s: %w", c.ID, err)
 		}
 	}
-	if err != nil {
-		return m.startFailed(ctx, c.ID, err, nil)
-	}
-	return m.startTask(ctx, c.ID, task)
 }
+
+// maxCreateAttempts bounds the task creates of one Start: each failed one
+// met something left of an earlier task of the container, and settled it.
+const maxCreateAttempts = 4
 
 // startTask starts task, made for created container id by this Start or
 // by one cut short, and records the container running and watches it. The
@@ -260,8 +278,10 @@ func (m *Manager) startTask(ctx context.Context, id string, task client.Task) er
 	failpoint.Hit("container-start:after-start")
 	m.endStartAttempt(id)
 	m.layerUsage(id, time.Now()) // a first measure, in the background
+	pid := task.Pid()
+	pidStart := procStartTicks(pid)
 	started, _ := m.index.Update(id, func(r *Container) {
-		r.State, r.StartedAt, r.Pid = StateRunning, time.Now(), task.Pid()
+		r.State, r.StartedAt, r.Pid, r.PidStart = StateRunning, time.Now(), pid, pidStart
 	})
 	m.publish(&started, eventbus.Started)
 	m.watching.Store(id, true)
@@ -315,10 +335,6 @@ func (m *Manager) startFailed(ctx context.Context, id string, err error, task cl
 	return fmt.Errorf("starting container %s: %w", id, err)
 }
 
-// createSettle bounds the wait, in a Start after one cut short, for that
-// Start's task create to show or to be undone (see Start).
-const createSettle = 3 * time.Second
-
 // A start attempt is marked by a file in the container's state directory
 // from before its task create until the start succeeded or failed for
 // good: one found by a Start was cut short.
@@ -332,6 +348,9 @@ func (m *Manager) startAttempted(id string) bool {
 }
 
 func (m *Manager) markStartAttempt(id string) error {
+	if err := os.MkdirAll(m.stateDir(id), 0o700); err != nil {
+		return fmt.Errorf("marking the start of container %s: %w", id, err)
+	}
 	if err := os.WriteFile(m.startAttemptFile(id), nil, 0o600); err != nil {
 		return fmt.Errorf("marking the start of container %s: %w", id, err)
 	}
@@ -344,27 +363,21 @@ func (m *Manager) endStartAttempt(id string) {
 	}
 }
 
-// createRace reports whether a task create of container id failed because
-// containerd was still finishing, or undoing, the create of an earlier
-// Start of the same container that was cut short, and how long to wait for
-// it to end before trying again:
-//   - the task exists: that create made it (it may not be listed yet);
-//   - "file exists": its bundle is in the way, the create is still going;
-//   - a file of this create's bundle is missing ("getwd", or a path
-//     under the bundle, which is named by the container's ID): containerd
-//     1.6 undid that create by deleting the bundle directory, which by
-//     then was the bundle of this create.
-func createRace(id string, err error) (time.Duration, bool) {
-	switch {
-	case err == nil:
-		return 0, false
-	case errdefs.IsAlreadyExists(err), strings.Contains(err.Error(), "file exists"):
-		return 10 * time.Second, true
-	case strings.Contains(err.Error(), "getwd: no such file or directory"),
-		strings.Contains(err.Error(), "/"+id+"/") && strings.Contains(err.Error(), "no such file or directory"):
-		return time.Second, true
+// bundleRace reports whether a task create of container id failed on the
+// bundle of an earlier task of the ID that containerd is still making or
+// removing: the bundle is in the way ("file exists"), or it was removed
+// under this create ("getwd", or a path under the bundle, which is named
+// by the container's ID, is missing): containerd 1.6 ends its clean-up
+// after a shim by removing the bundle directory, which by then may be
+// this create's.
+func bundleRace(id string, err error) bool {
+	if err == nil {
+		return false
 	}
-	return 0, false
+	msg := err.Error()
+	return strings.Contains(msg, "file exists") ||
+		strings.Contains(msg, "getwd: no such file or directory") ||
+		strings.Contains(msg, "/"+id+"/") && strings.Contains(msg, "no such file or directory")
 }
 
 // watchExit records the container's exit when its task's wait returns.
@@ -393,15 +406,17 @@ func (m *Manager) Stop(ctx context.Context, id string, timeout time.Duration) er
 	return m.stop(ctx, c.ID, timeout)
 }
 
-// settleLeftTask settles (see settleTask) a task left to created container
-// id by a Start cut short, waiting up to wait for one to appear; it reports
-// whether that settled the start (the container then runs, or has exited).
-func (m *Manager) settleLeftTask(ctx context.Context, id string, wait time.Duration) (bool, error) {
-	p, err := m.leftTask(ctx, id, wait)
-	if err != nil || p == nil {
-		return false, err
+// settleLeftTask settles (see settleTask) the task a Start cut short left
+// to created container id, if containerd shows one; it reports whether
+// that settled the start (the container then runs, or has exited).
+func (m *Manager) settleLeftTask(ctx context.Context, id string) (bool, error) {
+	resp, err := m.client.TaskService().Get(ctx, &tasks.GetRequest{ContainerID: id})
+	if err = errgrpc.ToNative(err); errdefs.IsNotFound(err) {
+		return false, nil
+	} else if err != nil {
+		return false, fmt.Errorf("looking for the task of container %s: %w", id, err)
 	}
-	return m.settleTask(ctx, id, p)
+	return m.settleTask(ctx, id, resp.GetProcess())
 }
 
 // stopped records the exit a stop waited for, and releases the task. A wait
@@ -430,18 +445,14 @@ func (m *Manager) stop(ctx context.Context, id string, timeout time.Duration) er
 	}
 	ctr, err := m.client.LoadContainer(ctx, id)
 	if errdefs.IsNotFound(err) {
-		m.recordExit(ctx, id, 255, time.Now())
-		m.revealExit(id)
-		return nil
+		return m.stopLost(ctx, &c, timeout)
 	}
 	if err != nil {
 		return err
 	}
 	task, err := ctr.Task(ctx, nil)
 	if errdefs.IsNotFound(err) {
-		m.recordExit(ctx, id, 255, time.Now())
-		m.revealExit(id)
-		return nil
+		return m.stopLost(ctx, &c, timeout)
 	}
 	if err != nil {
 		return fmt.Errorf("loading task of container %s: %w", id, err)
@@ -525,6 +536,7 @@ func (m *Manager) Remove(ctx context.Context, id string) error {
 			_, terr = task.Delete(ctx, client.WithProcessKill)
 		} else if errdefs.IsNotFound(terr) {
 			terr = shimreaper.DeleteUnlisted(ctx, m.client.TaskService(), c.ID)
+			m.releaseLost(ctx, c.ID)
 			if oerr := m.deleteRuntimeOrphan(ctx, &c); oerr != nil {
 				klog.ErrorS(oerr, "Deleting what a task create cut short left in the OCI runtime", "id", c.ID)
 			}

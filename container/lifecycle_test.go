@@ -99,14 +99,14 @@ func TestProcessStart(t *testing.T) {
 	}
 }
 
-func TestCreateRace(t *testing.T) {
+func TestBundleRace(t *testing.T) {
 	cases := []struct {
 		name string
 		err  error
 		want bool
 	}{
 		{"no error", nil, false},
-		{"task exists", fmt.Errorf("task abc: %w", errdefs.ErrAlreadyExists), true},
+		{"task exists (settled apart)", fmt.Errorf("task abc: %w", errdefs.ErrAlreadyExists), false},
 		{"bundle in the way", errors.New("failed to create shim task: mkdir /run/containerd/io.containerd.runtime.v2.task/k8s/abc: file exists: unknown"), true},
 		{"bundle removed under the shim (containerd 1.6)", errors.New("failed to start shim: start failed: io.containerd.runc.v2: getwd: no such file or directory: exit status 1"), true},
 		{"bundle removed under the create (containerd 1.6)", errors.New("failed to create shim task: mkdir /run/containerd/io.containerd.runtime.v2.task/k8s/abc/rootfs: no such file or directory: not found"), true},
@@ -116,8 +116,8 @@ func TestCreateRace(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			if _, got := createRace("abc", tc.err); got != tc.want {
-				t.Errorf("createRace(%v) = %v, want %v", tc.err, got, tc.want)
+			if got := bundleRace("abc", tc.err); got != tc.want {
+				t.Errorf("bundleRace(%v) = %v, want %v", tc.err, got, tc.want)
 			}
 		})
 	}

@@ -76,6 +76,9 @@ type Config struct {
 	// Namespace is peapod's containerd namespace, the parent of the cgroups
 	// of containers whose pod names none.
 	Namespace string
+	// ContainerdAddress is containerd's socket: the shims of peapod's tasks
+	// are known by it and the namespace (see shimreaper).
+	ContainerdAddress string
 	// Host is what the node can give containers (cgroup controllers, OOM
 	// scores); what it cannot is left out of their specs.
 	Host hostcaps.Caps
@@ -225,9 +228,7 @@ func (m *Manager) resync(ctx context.Context) error {
 			m.finishStart(ctx, c, p) // peapod died inside StartContainer
 		case c.State != StateRunning:
 		case !hasTask:
-			if m.recordExit(ctx, c.ID, 255, time.Now()) {
-				m.revealExit(c.ID) // no task: its output is ending, if not ended
-			}
+			m.watchLost(ctx, c) // its exit, if its process is gone
 		case p.GetStatus() == tasktypes.Status_STOPPED:
 			if m.recordExit(ctx, c.ID, int32(p.GetExitStatus()), p.GetExitedAt().AsTime()) {
 				m.releaseExited(ctx, c.ID)
@@ -249,7 +250,9 @@ func (m *Manager) resync(ctx context.Context) error {
 // caller holds the container's lock.
 func (m *Manager) releaseTask(ctx context.Context, id string) {
 	_, err := m.client.TaskService().Delete(ctx, &tasks.DeleteTaskRequest{ContainerID: id})
-	if err != nil && !errdefs.IsNotFound(errgrpc.ToNative(err)) {
+	if err = errgrpc.ToNative(err); errdefs.IsNotFound(err) {
+		m.releaseLost(ctx, id)
+	} else if err != nil {
 		klog.ErrorS(err, "Releasing the task of an exited container", "id", id)
 	}
 	m.revealExit(id)

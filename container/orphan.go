@@ -37,25 +37,10 @@ func runtimeOrphan(err error) bool {
 // deleteRuntimeOrphan deletes container c's container in its OCI runtime,
 // which containerd does not list (its task is gone); none is fine.
 func (m *Manager) deleteRuntimeOrphan(ctx context.Context, c *Container) error {
-	handler := "" // the default, for a container whose pod is gone
-	if sb, err := m.sandboxes.Get(ctx, c.SandboxID); err == nil {
-		handler = sb.RuntimeHandler
-	}
-	rh, err := m.config.Handlers.Get(handler)
+	binary, root, err := m.ociRuntime(ctx, c)
 	if err != nil {
 		return err
 	}
-	if rh.Type != config.RuncShim {
-		return fmt.Errorf("runtime %s: %w", rh.Type, errdefs.ErrNotImplemented)
-	}
-	binary, root := rh.Binary, rh.Root
-	if binary == "" {
-		binary = "runc"
-	}
-	if root == "" {
-		root = defaultRuncRoot
-	}
-	root = filepath.Join(root, m.config.Namespace) // the shim's state root is per namespace
 	if _, err := os.Stat(filepath.Join(root, c.ID)); errors.Is(err, os.ErrNotExist) {
 		return nil
 	}
@@ -63,6 +48,30 @@ func (m *Manager) deleteRuntimeOrphan(ctx context.Context, c *Container) error {
 	if err != nil {
 		return fmt.Errorf("deleting the %s container %s that containerd does not list: %v: %s", binary, c.ID, err, strings.TrimSpace(string(out)))
 	}
-	klog.InfoS("Deleted a container of the OCI runtime that containerd does not list, left by a task create cut short", "id", c.ID, "runtime", binary)
+	klog.InfoS("Deleted a container of the OCI runtime that containerd does not list", "id", c.ID, "runtime", binary)
 	return nil
+}
+
+// ociRuntime is the OCI runtime binary that runs container c, and its
+// state root for peapod's namespace, as the runc shim runs it.
+func (m *Manager) ociRuntime(ctx context.Context, c *Container) (binary, root string, _ error) {
+	handler := "" // the default, for a container whose pod is gone
+	if sb, err := m.sandboxes.Get(ctx, c.SandboxID); err == nil {
+		handler = sb.RuntimeHandler
+	}
+	rh, err := m.config.Handlers.Get(handler)
+	if err != nil {
+		return "", "", err
+	}
+	if rh.Type != config.RuncShim {
+		return "", "", fmt.Errorf("runtime %s: %w", rh.Type, errdefs.ErrNotImplemented)
+	}
+	binary, root = rh.Binary, rh.Root
+	if binary == "" {
+		binary = "runc"
+	}
+	if root == "" {
+		root = defaultRuncRoot
+	}
+	return binary, filepath.Join(root, m.config.Namespace), nil // the shim's state root is per namespace
 }

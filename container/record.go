@@ -60,6 +60,9 @@ type Status struct {
 	Reason     string    `json:"reason,omitempty"`
 	Message    string    `json:"message,omitempty"`
 	Pid        uint32    `json:"pid,omitempty"`
+	// PidStart is when process Pid started, in clock ticks since boot:
+	// with the PID it names the process (see processLives).
+	PidStart uint64 `json:"pidStart,omitempty"`
 	// Resources are the Linux resources of the last UpdateContainerResources,
 	// protobuf-encoded; none: those of the config.
 	Resources []byte `json:"resources,omitempty"`
@@ -103,7 +106,7 @@ func (c *Container) exit(pid uint32, code int32, at time.Time, oomKilled bool) b
 	if c.State != StateRunning || pid != 0 && c.Pid != 0 && pid != c.Pid {
 		return false
 	}
-	c.State, c.ExitCode, c.FinishedAt, c.Pid = StateExited, code, at, 0
+	c.State, c.ExitCode, c.FinishedAt, c.Pid, c.PidStart = StateExited, code, at, 0, 0
 	if oomKilled {
 		c.Reason = ReasonOOMKilled
 	}

@@ -18,6 +18,7 @@ import (
 
 	"github.com/peapod-cri/peapod/containerio"
 	"github.com/peapod-cri/peapod/eventbus"
+	"github.com/peapod-cri/peapod/shimreaper"
 )
 
 // Recover rebuilds the index from containerd at start-up, before the CRI is
@@ -114,10 +115,9 @@ func (m *Manager) finishStart(ctx context.Context, c Container, p *tasktypes.Pro
 // that Start would have; the caller holds the container's lock. A task
 // never started is started now, unless its IO is gone: a fifo relay (see
 // prepareStdio) that was lost with the IO server's registration. That one
-// is deleted, so that
-// a new task can be made, after shimSettle. A task that was started is
-// adopted: the container is running (or has exited since), and watched.
-// It reports whether the start is settled (started or adopted).
+// is deleted, for a new task to be made (after letGo). A task that was
+// started is adopted: the container is running (or has exited since), and
+// watched. It reports whether the start is settled (started or adopted).
 func (m *Manager) settleTask(ctx context.Context, id string, p *tasktypes.Process) (bool, error) {
 	if p.GetStatus() == tasktypes.Status_CREATED {
 		if has, err := m.hasIO(ctx, id); err != nil {
@@ -128,7 +128,7 @@ func (m *Manager) settleTask(ctx context.Context, id string, p *tasktypes.Proces
 				!errdefs.IsNotFound(errgrpc.ToNative(err)) {
 				return false, fmt.Errorf("deleting the unstarted task of container %s: %w", id, errgrpc.ToNative(err))
 			}
-			return false, sleepCtx(ctx, shimSettle)
+			return false, nil
 		}
 		ctr, err := m.client.LoadContainer(ctx, id)
 		if err != nil {
@@ -143,8 +143,10 @@ func (m *Manager) settleTask(ctx context.Context, id string, p *tasktypes.Proces
 	}
 	klog.InfoS("Adopting a container whose start was interrupted", "id", id, "pid", p.GetPid(), "status", p.GetStatus())
 	m.endStartAttempt(id)
+	pid := p.GetPid()
+	startedAt, pidStart := processStart(pid), procStartTicks(pid)
 	started, _ := m.index.Update(id, func(r *Container) {
-		r.State, r.StartedAt, r.Pid = StateRunning, processStart(p.GetPid()), p.GetPid()
+		r.State, r.StartedAt, r.Pid, r.PidStart = StateRunning, startedAt, pid, pidStart
 	})
 	m.publish(&started, eventbus.Started)
 	if err := m.persistStatus(ctx, id); err != nil {
@@ -159,10 +161,38 @@ func (m *Manager) settleTask(ctx context.Context, id string, p *tasktypes.Proces
 	return true, nil
 }
 
-// shimSettle is how long containerd 1.6 may take, after deleting a task, to
-// finish cleaning up after its shim disconnected: that clean-up unlists the
-// task by ID, so a new task of the same ID made before it ends is lost.
-const shimSettle = 2 * time.Second
+// letGo makes containerd let go of an earlier task of container id that
+// has no process to show, and waits until it has, before a new task of the
+// ID is made. Such a task is a shim that containerd holds with no task
+// (containerd 1.6 lists every shim it finds when it starts, whether or not
+// its task was ever made, and answers a create of the ID with "already
+// exists" while Get finds none; 2.x holds one a delete cut short left),
+// which a delete ends. Or containerd is still cleaning up after one: its
+// shim shutting down, or containerd 1.6's clean-up after a shim whose
+// connection closed, which ends by removing the bundle and unlisting the ID
+// (reporting a task of the ID exited, 255). A task made before that ends is
+// lost, so the wait lasts as long as a shim of the ID (or its clean-up)
+// runs, which containerd bounds: shimSettleTimeout is only a backstop.
+func (m *Manager) letGo(ctx context.Context, id string) error {
+	if err := shimreaper.DeleteUnlisted(ctx, m.client.TaskService(), id); err != nil {
+		return fmt.Errorf("deleting the shim containerd holds for container %s: %w", id, err)
+	}
+	deadline := time.Now().Add(shimSettleTimeout)
+	for shimreaper.Settling("/proc", m.config.Namespace, m.config.ContainerdAddress, id) {
+		if time.Now().After(deadline) {
+			klog.InfoS("A shim of the container is still running; making its task anyway", "id", id, "waited", shimSettleTimeout)
+			return nil
+		}
+		if err := sleepCtx(ctx, 20*time.Millisecond); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// shimSettleTimeout bounds letGo's wait for containerd to be done with a
+// shim: its clean-up after one runs the shim's delete with a 5 s timeout.
+const shimSettleTimeout = 15 * time.Second
 
 func sleepCtx(ctx context.Context, d time.Duration) error {
 	select {
@@ -173,45 +203,13 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 	}
 }
 
-// leftTask returns the task a crashed Start left to container id, if any.
-// A create still under way in containerd (peapod died waiting for it) shows
-// as no task but a bundle in the way: wait, up to wait, for it to appear.
-func (m *Manager) leftTask(ctx context.Context, id string, wait time.Duration) (*tasktypes.Process, error) {
-	deadline := time.Now().Add(wait)
-	for {
-		resp, err := m.client.TaskService().Get(ctx, &tasks.GetRequest{ContainerID: id})
-		if err == nil {
-			return resp.GetProcess(), nil
-		}
-		if err = errgrpc.ToNative(err); !errdefs.IsNotFound(err) {
-			return nil, err
-		}
-		if !time.Now().Before(deadline) {
-			return nil, nil
-		}
-		if err := sleepCtx(ctx, 200*time.Millisecond); err != nil {
-			return nil, err
-		}
-	}
-}
-
-// processStart is when process pid started, from its /proc stat (clock
-// ticks since boot, USER_HZ = 100 on Linux) and the boot time; now when it
+// processStart is when process pid started, from its start time in clock
+// ticks since boot (USER_HZ = 100 on Linux) and the boot time; now when it
 // cannot be read.
 func processStart(pid uint32) time.Time {
-	stat, err1 := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	boot, err2 := os.ReadFile("/proc/stat")
-	if err1 != nil || err2 != nil {
-		return time.Now()
-	}
-	// Fields after the command, which is in parentheses and may hold spaces.
-	i := bytes.LastIndexByte(stat, ')')
-	fields := strings.Fields(string(stat[i+1:]))
-	if i < 0 || len(fields) < 20 {
-		return time.Now()
-	}
-	ticks, err := strconv.ParseUint(fields[19], 10, 64) // field 22: starttime
-	if err != nil {
+	ticks := procStartTicks(pid)
+	boot, err := os.ReadFile("/proc/stat")
+	if ticks == 0 || err != nil {
 		return time.Now()
 	}
 	for _, line := range strings.Split(string(boot), "\n") {
@@ -222,4 +220,45 @@ func processStart(pid uint32) time.Time {
 		}
 	}
 	return time.Now()
+}
+
+// procStartTicks is when process pid started, in clock ticks since boot,
+// from its /proc stat; 0 when it cannot be read (the process is gone). A
+// PID and its start time name one process: a PID the kernel reused names
+// another with a later start.
+func procStartTicks(pid uint32) uint64 {
+	if pid == 0 {
+		return 0
+	}
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// Fields after the command, which is in parentheses and may hold spaces.
+	i := bytes.LastIndexByte(stat, ')')
+	if i < 0 {
+		return 0
+	}
+	fields := strings.Fields(string(stat[i+1:]))
+	if len(fields) < 20 {
+		return 0
+	}
+	ticks, _ := strconv.ParseUint(fields[19], 10, 64) // field 22: starttime
+	return ticks
+}
+
+// processLives reports whether process pid, which started at start (clock
+// ticks since boot, see procStartTicks), still runs; a zombie, dead but
+// not yet reaped, does not. A process whose start was not recorded cannot
+// be told from another of its PID: it is taken to be gone.
+func processLives(pid uint32, start uint64) bool {
+	if pid == 0 || start == 0 || procStartTicks(pid) != start {
+		return false
+	}
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	i := bytes.LastIndexByte(stat, ')')
+	return i >= 0 && i+2 < len(stat) && stat[i+2] != 'Z' && stat[i+2] != 'X'
 }

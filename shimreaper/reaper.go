@@ -53,16 +53,31 @@ type Shim struct {
 	start string
 }
 
-// Orphans lists the orphaned shims of containerd namespace ns whose
+// process is a shim process as the process table shows it.
+type process struct {
+	Shim
+	// command is the shim's subcommand: "" for a shim serving tasks,
+	// "start" while containerd starts one, "delete" for the clean-up
+	// containerd runs after a shim is gone.
+	command string
+	// bundle is the shim's working directory, its task's bundle; gone
+	// when the bundle was deleted.
+	bundle string
+	gone   bool
+	// holding: the shim has a child process (a container's).
+	holding bool
+}
+
+// shims lists the shim processes of containerd namespace ns whose
 // containerd is at address, from the process table under procRoot.
-func Orphans(procRoot, ns, address string) []Shim {
+func shims(procRoot, ns, address string) []process {
 	entries, err := os.ReadDir(procRoot)
 	if err != nil {
 		return nil
 	}
 	address = strings.TrimPrefix(address, "unix://")
 	parents := map[int]bool{} // PIDs that have a child
-	var shims []Shim
+	var out []process
 	for _, e := range entries {
 		pid, err := strconv.Atoi(e.Name())
 		if err != nil {
@@ -92,35 +107,71 @@ func Orphans(procRoot, ns, address string) []Shim {
 		if !strings.HasPrefix(filepath.Base(args[0]), "containerd-shim") {
 			continue
 		}
-		flags := shimFlags(args[1:])
+		flags, command := shimArgs(args[1:])
 		if flags["namespace"] != ns || strings.TrimPrefix(flags["address"], "unix://") != address || flags["id"] == "" {
 			continue
 		}
 		cwd, err := os.Readlink(filepath.Join(procRoot, e.Name(), "cwd"))
-		if err != nil || !strings.HasSuffix(cwd, " (deleted)") {
+		if err != nil {
 			continue
 		}
-		shims = append(shims, Shim{PID: pid, ID: flags["id"], start: fields[19]})
+		bundle, gone := strings.CutSuffix(cwd, " (deleted)")
+		out = append(out, process{Shim: Shim{PID: pid, ID: flags["id"], start: fields[19]}, command: command, bundle: bundle, gone: gone})
 	}
-	orphans := shims[:0]
-	for _, s := range shims {
-		if !parents[s.PID] { // a shim still holding a process is left alone
-			orphans = append(orphans, s)
+	for i := range out {
+		out[i].holding = parents[out[i].PID]
+	}
+	return out
+}
+
+// Orphans lists the orphaned shims of containerd namespace ns whose
+// containerd is at address, from the process table under procRoot.
+func Orphans(procRoot, ns, address string) []Shim {
+	var orphans []Shim
+	for _, p := range shims(procRoot, ns, address) {
+		// A shim still holding a process is left alone.
+		if p.command == "" && p.gone && !p.holding {
+			orphans = append(orphans, p.Shim)
 		}
 	}
 	return orphans
 }
 
-// shimFlags reads a shim's "-name value" flags.
-func shimFlags(args []string) map[string]string {
-	flags := map[string]string{}
-	for i := 0; i+1 < len(args); i++ {
-		if name, ok := strings.CutPrefix(args[i], "-"); ok {
-			flags[strings.TrimPrefix(name, "-")] = args[i+1]
-			i++
+// Settling reports whether containerd is not yet done with an earlier
+// task of container id: a shim of it whose bundle is still there runs
+// (serving, starting or shutting down), or containerd's clean-up after one
+// (its "delete") does. containerd 1.6 ends that clean-up by unlisting the
+// ID, and by reporting it exited (255) if a task of that ID is listed: a
+// new task made before it ends is lost. Orphans, whose bundle containerd
+// deleted and forgot, are the reaper's and do not count.
+func Settling(procRoot, ns, address, id string) bool {
+	for _, p := range shims(procRoot, ns, address) {
+		if p.ID == id && (p.command == "delete" || !p.gone) {
+			return true
 		}
 	}
-	return flags
+	return false
+}
+
+// shimArgs reads a shim's "-name value" flags and its subcommand.
+func shimArgs(args []string) (map[string]string, string) {
+	flags := map[string]string{}
+	command := ""
+	for i := 0; i < len(args); i++ {
+		name, ok := strings.CutPrefix(args[i], "-")
+		if !ok {
+			command = args[i]
+			continue
+		}
+		name = strings.TrimPrefix(name, "-")
+		if i+1 < len(args) && !strings.HasPrefix(args[i+1], "-") {
+			flags[name] = args[i+1]
+			i++
+		} else {
+			flags[name] = "true" // a boolean flag (-debug)
+		}
+	}
+	return flags, command
 }
 
 // Reaper kills orphaned shims seen in two sweeps in a row.

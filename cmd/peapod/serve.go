@@ -81,8 +81,8 @@ func serve(cfg *config.Config) error {
 		Host: host,
 	})
 	containers := container.New(ctrd, images, sandboxes, container.Config{
-		StateDir: cfg.State, IOBinary: ioBinary, Namespace: cfg.ContainerdNamespace, Events: events, Handlers: handlers,
-		Host: host,
+		StateDir: cfg.State, IOBinary: ioBinary, Namespace: cfg.ContainerdNamespace, ContainerdAddress: cfg.ContainerdAddress,
+		Events: events, Handlers: handlers, Host: host,
 	})
 	stream, err := streaming.New(cfg.StreamingAddress, streaming.TLS{
 		CertFile: cfg.StreamingTLSCert, KeyFile: cfg.StreamingTLSKey, ClientCAFile: cfg.StreamingTLSCA,
