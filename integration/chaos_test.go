@@ -44,6 +44,20 @@ const (
 // with the right state, every exit code is right, and once the clients are
 // done nothing is left: no containerd container, snapshot or lease, no
 // netns, IP, hostPort rule, CNI result, process or file.
+//
+// What the test allows, and why (each is how a real peapod or containerd
+// restart behaves, not a defect):
+//   - A call that peapod did not answer (Unavailable: peapod is down or
+//     still recovering; a call cut off by peapod's death) is made again,
+//     as the kubelet does at its next sync; every step must be answered
+//     within chaosAnswerWithin.
+//   - A retried RunPodSandbox or CreateContainer may answer AlreadyExists
+//     (the first call made it before peapod died): the pod or container is
+//     then found by its name.
+//   - A container that exits while containerd restarts may be reported
+//     with exit code 255: containerd 2.x drops the exit status of a task
+//     that ended while it was down when it reloads its shims, and its own
+//     CRI reports 255 then too.
 func TestChaos(t *testing.T) {
 	t.Parallel()
 	ctrd := startPrivateContainerd(t)
@@ -102,24 +116,10 @@ func TestChaos(t *testing.T) {
 			defer cl.conn.Close()
 			for i := range per {
 				name := fmt.Sprintf("chaos-%d-%d", c, i)
-				epoch := ctrdEpoch.Load()
 				sb, ctr, err := cl.lifecycle(e, name, ctrdEpoch.Load)
 				mu.Lock()
 				sandboxes, containers = append(sandboxes, sb), append(containers, ctr)
 				mu.Unlock()
-				if err != nil && (ctrdEpoch.Load() != epoch || epoch%2 == 1) {
-					// containerd restarted under the lifecycle and failed a
-					// step of it: the kubelet removes such a pod and makes
-					// a new one. Nothing of the first may be left either.
-					t.Logf("client %d, lifecycle %d cut short by a restart of containerd: %v; removing its pod and starting again", c, i, err)
-					if err := cl.removePod(name, sb); err != nil {
-						t.Errorf("client %d, lifecycle %d: removing the pod: %v", c, i, err)
-					}
-					sb, ctr, err = cl.lifecycle(e, name+"-again", ctrdEpoch.Load)
-					mu.Lock()
-					sandboxes, containers = append(sandboxes, sb), append(containers, ctr)
-					mu.Unlock()
-				}
 				if err != nil {
 					t.Errorf("client %d, lifecycle %d: %v", c, i, err)
 					if failures.Add(1) > 5 {
@@ -134,8 +134,8 @@ func TestChaos(t *testing.T) {
 	wg.Wait()
 	close(stop)
 	<-killerDone
-	t.Logf("chaos: %d of %d lifecycles completed by %d clients, peapod SIGKILLed %d times (the IO server with it %d times), containerd restarted %d times",
-		done.Load(), chaosLifecycles, chaosClients, kills.Load(), ioKills.Load(), ctrdDowns.Load())
+	t.Logf("chaos: %d of %d lifecycles completed by %d clients, peapod SIGKILLed %d times (the IO server with it %d times), containerd restarted %d times; the slowest step, %s, was answered in %s",
+		done.Load(), chaosLifecycles, chaosClients, kills.Load(), ioKills.Load(), ctrdDowns.Load(), slowest.step, slowest.d.Round(time.Millisecond))
 	if ctrdDowns.Load() < 2 && done.Load() == chaosLifecycles {
 		t.Errorf("containerd was restarted %d times, want 2", ctrdDowns.Load())
 	}
@@ -238,19 +238,39 @@ func newChaosClient(t *testing.T, socket string) *chaosClient {
 	return &chaosClient{t: t, conn: conn, rt: runtime.NewRuntimeServiceClient(conn)}
 }
 
+// chaosAnswerWithin bounds the time a chaos step may go unanswered: peapod
+// is away for a moment after each kill (its recovery takes well under a
+// second), and a restart of containerd takes a few seconds, during which
+// peapod answers Unavailable. A step unanswered for longer hangs.
+const chaosAnswerWithin = 30 * time.Second
+
+// slowest is the longest any chaos step took to be answered, for the log.
+var slowest struct {
+	sync.Mutex
+	step string
+	d    time.Duration
+}
+
 // do calls fn until it gets an answer from a peapod that was up for the
 // whole call: Unavailable (peapod down, or recovering) and a cut-off call
-// are tried again, for up to two minutes.
+// are tried again, for up to chaosAnswerWithin.
 func do[T any](what string, fn func(ctx context.Context) (T, error)) (T, error) {
-	deadline := time.Now().Add(2 * time.Minute)
+	begin := time.Now()
+	defer func() {
+		slowest.Lock()
+		if d := time.Since(begin); d > slowest.d {
+			slowest.step, slowest.d = what, d
+		}
+		slowest.Unlock()
+	}()
 	for {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), chaosAnswerWithin)
 		v, err := fn(ctx)
 		cancel()
 		switch status.Code(err) {
 		case codes.Unavailable, codes.DeadlineExceeded, codes.Canceled:
-			if time.Now().After(deadline) {
-				return v, fmt.Errorf("%s: no answer in 2 minutes: %w", what, err)
+			if time.Since(begin) > chaosAnswerWithin {
+				return v, fmt.Errorf("%s: no answer in %s: %w", what, chaosAnswerWithin, err)
 			}
 			time.Sleep(100 * time.Millisecond)
 			continue
@@ -397,31 +417,6 @@ func (cl *chaosClient) lifecycle(e *podEnv, name string, ctrdEpoch func() int32)
 		return sbID, ctrID, err
 	}
 	return sbID, ctrID, nil
-}
-
-// removePod stops and removes the pod named name (its ID when known), as
-// the kubelet does with a pod whose start failed.
-func (cl *chaosClient) removePod(name, sbID string) error {
-	if sbID == "" {
-		list, err := do("ListPodSandbox", func(ctx context.Context) (*runtime.ListPodSandboxResponse, error) {
-			return cl.rt.ListPodSandbox(ctx, &runtime.ListPodSandboxRequest{Filter: &runtime.PodSandboxFilter{LabelSelector: map[string]string{"chaos": name}}})
-		})
-		if err != nil || len(list.GetItems()) == 0 {
-			return err // never made
-		}
-		sbID = list.Items[0].Id
-	}
-	if _, err := do("StopPodSandbox", func(ctx context.Context) (any, error) {
-		_, err := cl.rt.StopPodSandbox(ctx, &runtime.StopPodSandboxRequest{PodSandboxId: sbID})
-		return nil, err
-	}); err != nil {
-		return err
-	}
-	_, err := do("RemovePodSandbox", func(ctx context.Context) (any, error) {
-		_, err := cl.rt.RemovePodSandbox(ctx, &runtime.RemovePodSandboxRequest{PodSandboxId: sbID})
-		return nil, err
-	})
-	return err
 }
 
 func (cl *chaosClient) findPod(name string) (string, error) {
