@@ -210,7 +210,12 @@ func (m *Manager) Start(ctx context.Context, id string) error {
 	if err := m.markStartAttempt(c.ID); err != nil {
 		return err
 	}
-	for attempt := 1; ; attempt++ {
+	// Each failed create met something left of an earlier task of the
+	// container, and settles it, or waits for containerd to; settling
+	// takes no longer than containerd's own clean-up, which settleTimeout
+	// only backs.
+	deadline := time.Now().Add(settleTimeout)
+	for {
 		done := metrics.Phase(opStart, "stdio")
 		stdio, err := m.prepareStdio(ctx, &c)
 		done()
@@ -224,7 +229,7 @@ func (m *Manager) Start(ctx context.Context, id string) error {
 		if err == nil {
 			return m.startTask(ctx, c.ID, task)
 		}
-		if attempt == maxCreateAttempts {
+		if time.Now().After(deadline) {
 			return m.startFailed(ctx, c.ID, err, nil)
 		}
 		switch {
@@ -242,7 +247,9 @@ func (m *Manager) Start(ctx context.Context, id string) error {
 			err = m.letGo(ctx, c.ID)
 		case bundleRace(c.ID, err):
 			// containerd is still making or removing the bundle of an
-			// earlier task of the ID: wait for it to be done.
+			// earlier task of the ID (its clean-up runs processes in
+			// turn, with moments between them when none runs): try
+			// again shortly, until the bundle is gone.
 			klog.V(2).InfoS("Task create met the bundle of an earlier task of the container", "id", c.ID, "err", err)
 			err = m.letGo(ctx, c.ID)
 		case runtimeOrphan(err):
@@ -253,12 +260,11 @@ func (m *Manager) Start(ctx context.Context, id string) error {
 		if err != nil {
 			return fmt.Errorf("starting container %s: %w", c.ID, err)
 		}
+		if err := sleepCtx(ctx, 20*time.Millisecond); err != nil {
+			return err
+		}
 	}
 }
-
-// maxCreateAttempts bounds the task creates of one Start: each failed one
-// met something left of an earlier task of the container, and settled it.
-const maxCreateAttempts = 4
 
 // startTask starts task, made for created container id by this Start or
 // by one cut short, and records the container running and watches it. The

@@ -172,15 +172,15 @@ func (m *Manager) settleTask(ctx context.Context, id string, p *tasktypes.Proces
 // connection closed, which ends by removing the bundle and unlisting the ID
 // (reporting a task of the ID exited, 255). A task made before that ends is
 // lost, so the wait lasts as long as a shim of the ID (or its clean-up)
-// runs, which containerd bounds: shimSettleTimeout is only a backstop.
+// runs, which containerd bounds: settleTimeout is only a backstop.
 func (m *Manager) letGo(ctx context.Context, id string) error {
 	if err := shimreaper.DeleteUnlisted(ctx, m.client.TaskService(), id); err != nil {
 		return fmt.Errorf("deleting the shim containerd holds for container %s: %w", id, err)
 	}
-	deadline := time.Now().Add(shimSettleTimeout)
+	deadline := time.Now().Add(settleTimeout)
 	for shimreaper.Settling("/proc", m.config.Namespace, m.config.ContainerdAddress, id) {
 		if time.Now().After(deadline) {
-			klog.InfoS("A shim of the container is still running; making its task anyway", "id", id, "waited", shimSettleTimeout)
+			klog.InfoS("A shim of the container is still running; making its task anyway", "id", id, "waited", settleTimeout)
 			return nil
 		}
 		if err := sleepCtx(ctx, 20*time.Millisecond); err != nil {
@@ -190,9 +190,10 @@ func (m *Manager) letGo(ctx context.Context, id string) error {
 	return nil
 }
 
-// shimSettleTimeout bounds letGo's wait for containerd to be done with a
-// shim: its clean-up after one runs the shim's delete with a 5 s timeout.
-const shimSettleTimeout = 15 * time.Second
+// settleTimeout bounds the waits for containerd to be done with an earlier
+// task of a container: its clean-up after a shim runs the shim's delete
+// with a 5 s timeout.
+const settleTimeout = 15 * time.Second
 
 func sleepCtx(ctx context.Context, d time.Duration) error {
 	select {

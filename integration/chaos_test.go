@@ -82,7 +82,18 @@ func TestChaos(t *testing.T) {
 	go func() { // the chaos: peapod killed every 1-4 s, containerd restarted twice
 		defer close(killerDone)
 		r := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 7))
+		watcher := newChaosClient(t, e.socket)
+		defer watcher.conn.Close()
 		for {
+			// Every other countdown starts once peapod has recovered, so
+			// that a step slower than a kill interval (on a loaded
+			// machine) is not cut short for ever; the others may cut
+			// peapod's start-up and recovery short.
+			if kills.Load()%2 == 1 {
+				if err := watcher.recovered(); err != nil {
+					t.Errorf("peapod did not recover after its restart: %v", err)
+				}
+			}
 			select {
 			case <-stop:
 				return
@@ -240,9 +251,20 @@ func newChaosClient(t *testing.T, socket string) *chaosClient {
 
 // chaosAnswerWithin bounds the time a chaos step may go unanswered: peapod
 // is away for a moment after each kill (its recovery takes well under a
-// second), and a restart of containerd takes a few seconds, during which
-// peapod answers Unavailable. A step unanswered for longer hangs.
-const chaosAnswerWithin = 30 * time.Second
+// second, a few on a loaded machine), and a restart of containerd takes a
+// few seconds, during which peapod answers Unavailable; a step (RunPodSandbox
+// takes 1-3 s on a loaded machine) may be cut short by several kills in a
+// row. A step unanswered for longer hangs.
+const chaosAnswerWithin = 60 * time.Second
+
+// recovered waits until peapod has recovered its state: a List call, which
+// waits for recovery, answers.
+func (cl *chaosClient) recovered() error {
+	_, err := do("ListPodSandbox (recovered)", func(ctx context.Context) (*runtime.ListPodSandboxResponse, error) {
+		return cl.rt.ListPodSandbox(ctx, &runtime.ListPodSandboxRequest{})
+	})
+	return err
+}
 
 // slowest is the longest any chaos step took to be answered, for the log.
 var slowest struct {
