@@ -175,7 +175,12 @@ func (m *Manager) Resync(ctx context.Context) {
 		if sb.State != StateReady {
 			continue
 		}
-		if state, _ := m.taskState(ctx, sb.ID, sb.State); state != StateReady {
+		state, _, err := m.taskState(ctx, sb.ID, sb.State)
+		if err != nil {
+			klog.ErrorS(err, "Resyncing a sandbox with its pause task")
+			continue
+		}
+		if state != StateReady {
 			m.markNotReady(ctx, sb.ID)
 		}
 	}

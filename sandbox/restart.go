@@ -9,6 +9,8 @@ import (
 
 	tasks "github.com/containerd/containerd/api/services/tasks/v1"
 	tasktypes "github.com/containerd/containerd/api/types/task"
+	"github.com/containerd/errdefs"
+	"github.com/containerd/errdefs/pkg/errgrpc"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 	"k8s.io/klog/v2"
 
@@ -59,7 +61,9 @@ func (m *Manager) Recover(ctx context.Context) error {
 			continue
 		}
 		known[sb.NetNS], known[sb.ID] = true, true
-		sb.State, sb.Pid = m.taskState(ctx, sb.ID, sb.State)
+		if sb.State, sb.Pid, err = m.taskState(ctx, sb.ID, sb.State); err != nil {
+			return err
+		}
 		m.index.Add(sb)
 	}
 	m.sweepUnrecorded(known)
@@ -111,16 +115,28 @@ func (m *Manager) sweepUnrecorded(known map[string]bool) {
 }
 
 // taskState reads whether the sandbox's pause container runs. A ready
-// sandbox whose pause exited while peapod was down is not ready any more.
-func (m *Manager) taskState(ctx context.Context, id string, recorded State) (State, uint32) {
+// sandbox whose pause exited while peapod was down, or whose task is gone,
+// is not ready any more. containerd failing to answer says nothing of the
+// pause: that is an error, and recovery is tried again (a pod reported not
+// ready is one the kubelet tears down).
+func (m *Manager) taskState(ctx context.Context, id string, recorded State) (State, uint32, error) {
 	if recorded != StateReady {
-		return recorded, 0
+		return recorded, 0, nil
 	}
 	task, err := m.client.TaskService().Get(ctx, &tasks.GetRequest{ContainerID: id})
-	if err != nil || task.GetProcess().GetStatus() != tasktypes.Status_RUNNING {
-		return StateNotReady, 0
+	if err = errgrpc.ToNative(err); errdefs.IsNotFound(err) {
+		return StateNotReady, 0, nil
+	} else if err != nil {
+		return recorded, 0, fmt.Errorf("reading the pause task of sandbox %s: %w", id, err)
 	}
-	return StateReady, task.GetProcess().GetPid()
+	switch p := task.GetProcess(); p.GetStatus() {
+	case tasktypes.Status_RUNNING:
+		return StateReady, p.GetPid(), nil
+	case tasktypes.Status_STOPPED, tasktypes.Status_CREATED:
+		return StateNotReady, 0, nil
+	default:
+		return recorded, 0, fmt.Errorf("the pause task of sandbox %s is %s: %w", id, p.GetStatus(), errdefs.ErrUnavailable)
+	}
 }
 
 // retryCleanup retries, in the background, the cleanup of a half-made

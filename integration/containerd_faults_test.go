@@ -267,3 +267,39 @@ func (g *runtimeGate) release(fail bool) {
 	}
 	os.Remove(filepath.Join(g.dir, "armed"))
 }
+
+// A containerd that fails to answer while peapod recovers does not make a
+// ready pod not ready: peapod asks again, and reports the pod as its pause
+// is. (Recovery took any error from containerd for the pause's exit, and
+// the kubelet tears down a pod reported not ready: TestChaos met it on a
+// loaded machine.)
+func TestRecoveryAsksContainerdAgain(t *testing.T) {
+	t.Parallel()
+	proxy := startCtrdProxy(t, containerdSock) // before the env, whose clean-up goes through it
+	e := newPodEnv(t)
+	e.containerd = proxy.sock
+	rt, ic := e.serve()
+	pull(t, ic, busyboxRef)
+	cfg := e.podConfig("asks-again")
+	sb := runPod(t, rt, cfg)
+
+	e.d.signal(syscall.SIGKILL)
+	e.d.wait(10 * time.Second)
+	const get = "/containerd.services.tasks.v1.Tasks/Get"
+	proxy.failNext(get, 3)
+	rt, _ = e.serve()
+	list, err := rt.ListPodSandbox(podCtx(t), &runtime.ListPodSandboxRequest{Filter: &runtime.PodSandboxFilter{Id: sb}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := proxy.failedCalls(get); n == 0 {
+		t.Fatalf("recovery asked containerd for no task: the test failed nothing")
+	}
+	if len(list.GetItems()) != 1 || list.Items[0].State != runtime.PodSandboxState_SANDBOX_READY {
+		t.Errorf("pod after a recovery that containerd failed %d times: %v, want READY", proxy.failedCalls(get), list.GetItems())
+	}
+	removePodOf(t, rt, sb)
+	if err := e.leftovers(sb); err != nil {
+		t.Error(err)
+	}
+}

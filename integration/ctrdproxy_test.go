@@ -1,0 +1,135 @@
+//go:build integration
+
+package integration
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"path/filepath"
+	"sync"
+	"testing"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+)
+
+// ctrdProxy stands in front of a containerd: it passes every gRPC call on
+// as it is, but fails the calls of the methods a test arms, to make
+// containerd fail at a chosen point.
+type ctrdProxy struct {
+	sock string
+	mu   sync.Mutex
+	// fail holds, per full method name, how many more calls fail, and
+	// failed how many did.
+	fail   map[string]int
+	failed map[string]int
+}
+
+// startCtrdProxy serves, on a socket of its own, a proxy of the containerd
+// at upstream.
+func startCtrdProxy(t *testing.T, upstream string) *ctrdProxy {
+	t.Helper()
+	p := &ctrdProxy{sock: filepath.Join(tempDir(t), "proxy.sock"), fail: map[string]int{}, failed: map[string]int{}}
+	up, err := grpc.NewClient("unix://"+upstream, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := net.Listen("unix", p.sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer(grpc.ForceServerCodec(rawCodec{}), grpc.UnknownServiceHandler(func(_ any, in grpc.ServerStream) error {
+		method, _ := grpc.MethodFromServerStream(in)
+		if p.failing(method) {
+			return status.Errorf(codes.Unavailable, "%s failed by the test's proxy", method)
+		}
+		return forward(in, up, method)
+	}))
+	go srv.Serve(l)
+	t.Cleanup(func() {
+		srv.Stop()
+		up.Close()
+	})
+	return p
+}
+
+// failNext makes the next n calls of method fail with Unavailable.
+func (p *ctrdProxy) failNext(method string, n int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.fail[method] = n
+}
+
+// failedCalls is how many calls of method the proxy failed.
+func (p *ctrdProxy) failedCalls(method string) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.failed[method]
+}
+
+func (p *ctrdProxy) failing(method string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.fail[method] == 0 {
+		return false
+	}
+	p.fail[method]--
+	p.failed[method]++
+	return true
+}
+
+// forward passes the call on in to the upstream connection and its
+// answers back, message by message.
+func forward(in grpc.ServerStream, up *grpc.ClientConn, method string) error {
+	ctx, cancel := context.WithCancel(in.Context())
+	defer cancel()
+	md, _ := metadata.FromIncomingContext(ctx)
+	out, err := up.NewStream(metadata.NewOutgoingContext(ctx, md),
+		&grpc.StreamDesc{ServerStreams: true, ClientStreams: true}, method, grpc.ForceCodec(rawCodec{}))
+	if err != nil {
+		return err
+	}
+	go func() {
+		for {
+			var m []byte
+			if err := in.RecvMsg(&m); err != nil {
+				out.CloseSend()
+				return
+			}
+			if err := out.SendMsg(&m); err != nil {
+				return
+			}
+		}
+	}()
+	if h, err := out.Header(); err == nil {
+		in.SendHeader(h)
+	}
+	for {
+		var m []byte
+		if err := out.RecvMsg(&m); errors.Is(err, io.EOF) {
+			in.SetTrailer(out.Trailer())
+			return nil
+		} else if err != nil {
+			in.SetTrailer(out.Trailer())
+			return err
+		}
+		if err := in.SendMsg(&m); err != nil {
+			return err
+		}
+	}
+}
+
+// rawCodec passes messages through as the bytes they are.
+type rawCodec struct{}
+
+func (rawCodec) Marshal(v any) ([]byte, error) { return *(v.(*[]byte)), nil }
+func (rawCodec) Unmarshal(data []byte, v any) error {
+	*(v.(*[]byte)) = append([]byte(nil), data...)
+	return nil
+}
+func (rawCodec) Name() string { return "proto" }
