@@ -540,6 +540,7 @@ func (m *Manager) Remove(ctx context.Context, id string) error {
 		task, terr := ctr.Task(ctx, nil)
 		if terr == nil {
 			_, terr = task.Delete(ctx, client.WithProcessKill)
+			terr = shimreaper.DeleteClosed(ctx, m.client.TaskService(), c.ID, terr)
 		} else if errdefs.IsNotFound(terr) {
 			terr = shimreaper.DeleteUnlisted(ctx, m.client.TaskService(), c.ID)
 			m.releaseLost(ctx, c.ID)

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	tasks "github.com/containerd/containerd/api/services/tasks/v1"
+	tasktypes "github.com/containerd/containerd/api/types/task"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -298,6 +299,25 @@ func TestRecoveryAsksContainerdAgain(t *testing.T) {
 	if len(list.GetItems()) != 1 || list.Items[0].State != runtime.PodSandboxState_SANDBOX_READY {
 		t.Errorf("pod after a recovery that containerd failed %d times: %v, want READY", proxy.failedCalls(get), list.GetItems())
 	}
+
+	// containerd 1.6 answers UNKNOWN for a task whose shim does not tell
+	// its state in time: peapod recovers the others, keeps the pod as it
+	// was, and asks again later.
+	e.d.signal(syscall.SIGKILL)
+	e.d.wait(10 * time.Second)
+	proxy.answerNext(get, 1000, &tasks.GetResponse{Process: &tasktypes.Process{ID: sb, Status: tasktypes.Status_UNKNOWN}})
+	rt, _ = e.serve()
+	if st := sandboxStatus(t, rt, sb).GetStatus(); st.GetState() != runtime.PodSandboxState_SANDBOX_READY {
+		t.Errorf("pod after a recovery that containerd could not tell its pause's state: %s, want READY", st.GetState())
+	}
+	proxy.answerNext(get, 0, &tasks.GetResponse{}) // containerd can tell again
+	eventually(t, 20*time.Second, "peapod learns the pause's PID when containerd tells it", func() error {
+		st := sandboxStatus(t, rt, sb)
+		if pid := infoPid(t, st.GetInfo()); pid == 0 {
+			return fmt.Errorf("no pid in the pod's verbose status")
+		}
+		return nil
+	})
 	removePodOf(t, rt, sb)
 	if err := e.leftovers(sb); err != nil {
 		t.Error(err)

@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 )
 
 // ctrdProxy stands in front of a containerd: it passes every gRPC call on
@@ -28,13 +29,21 @@ type ctrdProxy struct {
 	// failed how many did.
 	fail   map[string]int
 	failed map[string]int
+	// answer holds, per full method name, an answer the next calls get
+	// instead of containerd's, and how many more.
+	answer map[string]cannedAnswer
+}
+
+type cannedAnswer struct {
+	msg []byte
+	n   int
 }
 
 // startCtrdProxy serves, on a socket of its own, a proxy of the containerd
 // at upstream.
 func startCtrdProxy(t *testing.T, upstream string) *ctrdProxy {
 	t.Helper()
-	p := &ctrdProxy{sock: filepath.Join(tempDir(t), "proxy.sock"), fail: map[string]int{}, failed: map[string]int{}}
+	p := &ctrdProxy{sock: filepath.Join(tempDir(t), "proxy.sock"), fail: map[string]int{}, failed: map[string]int{}, answer: map[string]cannedAnswer{}}
 	up, err := grpc.NewClient("unix://"+upstream, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
@@ -47,6 +56,13 @@ func startCtrdProxy(t *testing.T, upstream string) *ctrdProxy {
 		method, _ := grpc.MethodFromServerStream(in)
 		if p.failing(method) {
 			return status.Errorf(codes.Unavailable, "%s failed by the test's proxy", method)
+		}
+		if msg, ok := p.canned(method); ok {
+			var req []byte
+			if err := in.RecvMsg(&req); err != nil {
+				return err
+			}
+			return in.SendMsg(&msg)
 		}
 		return forward(in, up, method)
 	}))
@@ -63,6 +79,29 @@ func (p *ctrdProxy) failNext(method string, n int) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.fail[method] = n
+}
+
+// answerNext answers the next n calls of method with msg.
+func (p *ctrdProxy) answerNext(method string, n int, msg proto.Message) {
+	b, err := proto.Marshal(msg)
+	if err != nil {
+		panic(err)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.answer[method] = cannedAnswer{msg: b, n: n}
+}
+
+func (p *ctrdProxy) canned(method string) ([]byte, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	a := p.answer[method]
+	if a.n == 0 {
+		return nil, false
+	}
+	a.n--
+	p.answer[method] = a
+	return a.msg, true
 }
 
 // failedCalls is how many calls of method the proxy failed.

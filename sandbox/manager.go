@@ -177,7 +177,8 @@ func (m *Manager) Resync(ctx context.Context) {
 		}
 		state, _, err := m.taskState(ctx, sb.ID, sb.State)
 		if err != nil {
-			klog.ErrorS(err, "Resyncing a sandbox with its pause task")
+			klog.ErrorS(err, "Resyncing a sandbox with its pause task; asking again in the background", "id", sb.ID)
+			m.recheckLater(ctx, sb.ID)
 			continue
 		}
 		if state != StateReady {

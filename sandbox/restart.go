@@ -2,6 +2,7 @@ package sandbox
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -61,10 +62,19 @@ func (m *Manager) Recover(ctx context.Context) error {
 			continue
 		}
 		known[sb.NetNS], known[sb.ID] = true, true
-		if sb.State, sb.Pid, err = m.taskState(ctx, sb.ID, sb.State); err != nil {
-			return err
+		state, pid, err := m.taskState(ctx, sb.ID, sb.State)
+		if errdefs.IsUnavailable(err) && !errors.Is(err, errUnknownState) {
+			return err // containerd is away: recovery is tried again
 		}
+		sb.State, sb.Pid = state, pid
 		m.index.Add(sb)
+		if err != nil {
+			// containerd cannot tell of this pause now (its shim does not
+			// answer in time): the pod stays as recorded, and is looked at
+			// again in the background, not holding up the others.
+			klog.ErrorS(err, "Reading a sandbox's pause task; asking again in the background", "id", sb.ID)
+			m.recheckLater(ctx, sb.ID)
+		}
 	}
 	m.sweepUnrecorded(known)
 	m.sweepShimGroups(ctx, known)
@@ -114,11 +124,16 @@ func (m *Manager) sweepUnrecorded(known map[string]bool) {
 	}
 }
 
+// errUnknownState is containerd's answer for a task whose shim did not
+// tell its state in time (containerd 1.6 reports its status UNKNOWN).
+var errUnknownState = fmt.Errorf("state unknown: %w", errdefs.ErrUnavailable)
+
 // taskState reads whether the sandbox's pause container runs. A ready
 // sandbox whose pause exited while peapod was down, or whose task is gone,
-// is not ready any more. containerd failing to answer says nothing of the
-// pause: that is an error, and recovery is tried again (a pod reported not
-// ready is one the kubelet tears down).
+// is not ready any more. containerd failing to answer, or answering that
+// it does not know, says nothing of the pause: that is an error, and the
+// recorded state stays (a pod reported not ready is one the kubelet tears
+// down).
 func (m *Manager) taskState(ctx context.Context, id string, recorded State) (State, uint32, error) {
 	if recorded != StateReady {
 		return recorded, 0, nil
@@ -135,8 +150,40 @@ func (m *Manager) taskState(ctx context.Context, id string, recorded State) (Sta
 	case tasktypes.Status_STOPPED, tasktypes.Status_CREATED:
 		return StateNotReady, 0, nil
 	default:
-		return recorded, 0, fmt.Errorf("the pause task of sandbox %s is %s: %w", id, p.GetStatus(), errdefs.ErrUnavailable)
+		return recorded, 0, fmt.Errorf("the pause task of sandbox %s is %s: %w", id, p.GetStatus(), errUnknownState)
 	}
+}
+
+// recheckLater asks containerd again, in the background and with backoff,
+// for the pause task of ready sandbox id whose state it could not tell, until
+// it can: then a pause that is gone makes the pod not ready, and one that
+// runs gives the pod its PID.
+func (m *Manager) recheckLater(ctx context.Context, id string) {
+	go func() {
+		ctx := context.WithoutCancel(ctx)
+		for delay := cleanupRetryFirst; ; delay = min(2*delay, cleanupRetryMax) {
+			time.Sleep(delay)
+			sb, err := m.index.Get(id)
+			if err != nil || sb.State != StateReady {
+				return // removed, or settled by an exit event
+			}
+			state, pid, err := m.taskState(ctx, id, sb.State)
+			if err != nil {
+				klog.V(2).InfoS("Reading a sandbox's pause task; asking again", "id", id, "err", err, "in", 2*delay)
+				continue
+			}
+			if state != StateReady {
+				m.markNotReady(ctx, id)
+			} else {
+				m.index.Update(id, func(r *Sandbox) {
+					if r.State == StateReady && r.Pid == 0 {
+						r.Pid = pid
+					}
+				})
+			}
+			return
+		}
+	}()
 }
 
 // retryCleanup retries, in the background, the cleanup of a half-made

@@ -225,7 +225,8 @@ func (m *Manager) deleteTask(ctx context.Context, id string) error {
 			return ctx.Err()
 		}
 	}
-	if _, err := task.Delete(ctx, client.WithProcessKill); err != nil && !errdefs.IsNotFound(err) {
+	_, err = task.Delete(ctx, client.WithProcessKill)
+	if err = shimreaper.DeleteClosed(ctx, m.client.TaskService(), id, err); err != nil && !errdefs.IsNotFound(err) {
 		return fmt.Errorf("deleting pause task of sandbox %s: %w", id, err)
 	}
 	return nil

@@ -20,6 +20,7 @@ package shimreaper
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -42,6 +43,28 @@ func DeleteUnlisted(ctx context.Context, ts tasks.TasksClient, id string) error 
 		return nil
 	}
 	return err
+}
+
+// DeleteClosed settles a delete of the task of container id that failed
+// with err because the task's shim closed its connection under it
+// (ShimClosed): the shim exited, most often because another delete of the
+// task, cut short when its caller died, ended it. The task is deleted
+// again, which finds it gone; a task still there is Unavailable, for the
+// caller to try again. Any other err is returned as it is.
+func DeleteClosed(ctx context.Context, ts tasks.TasksClient, id string, err error) error {
+	if !ShimClosed(err) {
+		return err
+	}
+	if derr := DeleteUnlisted(ctx, ts, id); derr != nil {
+		return fmt.Errorf("%v, then %v: %w", err, derr, errdefs.ErrUnavailable)
+	}
+	return nil
+}
+
+// ShimClosed reports whether err is containerd's answer for a call whose
+// shim closed its connection during the call.
+func ShimClosed(err error) bool {
+	return err != nil && strings.Contains(err.Error(), "ttrpc: closed")
 }
 
 // Shim is a containerd shim process.
