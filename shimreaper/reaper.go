@@ -36,26 +36,29 @@ import (
 
 // DeleteUnlisted deletes the task of container id, for a caller that found
 // none listed: containerd may still hold its shim after a delete cut short.
-// A task that is really gone is not an error.
+// A task that is really gone is not an error, nor is a shim that closed its
+// connection during the delete (see DeleteClosed).
 func DeleteUnlisted(ctx context.Context, ts tasks.TasksClient, id string) error {
 	_, err := ts.Delete(ctx, &tasks.DeleteTaskRequest{ContainerID: id})
-	if err = errgrpc.ToNative(err); errdefs.IsNotFound(err) {
-		return nil
-	}
-	return err
+	return DeleteClosed(ctx, ts, id, errgrpc.ToNative(err))
 }
 
 // DeleteClosed settles a delete of the task of container id that failed
 // with err because the task's shim closed its connection under it
 // (ShimClosed): the shim exited, most often because another delete of the
-// task, cut short when its caller died, ended it. The task is deleted
-// again, which finds it gone; a task still there is Unavailable, for the
-// caller to try again. Any other err is returned as it is.
+// task, cut short when its caller died, ended it, and containerd 1.6 then
+// finishes the delete but answers the closing. The task is deleted again,
+// which finds it gone; a task still there is Unavailable, for the caller to
+// try again. NotFound is success; any other err is returned as it is.
 func DeleteClosed(ctx context.Context, ts tasks.TasksClient, id string, err error) error {
+	if errdefs.IsNotFound(err) {
+		return nil
+	}
 	if !ShimClosed(err) {
 		return err
 	}
-	if derr := DeleteUnlisted(ctx, ts, id); derr != nil {
+	_, derr := ts.Delete(ctx, &tasks.DeleteTaskRequest{ContainerID: id})
+	if derr = errgrpc.ToNative(derr); derr != nil && !errdefs.IsNotFound(derr) {
 		return fmt.Errorf("%v, then %v: %w", err, derr, errdefs.ErrUnavailable)
 	}
 	return nil

@@ -1,6 +1,8 @@
 package shimreaper
 
 import (
+	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -118,6 +120,23 @@ func TestReaper(t *testing.T) {
 	for _, pid := range []int{live, otherNS, otherCtrd, holding} {
 		if _, err := os.Stat(filepath.Join("/proc", strconv.Itoa(pid))); err != nil {
 			t.Errorf("process %d was not an orphan of this containerd, but is gone", pid)
+		}
+	}
+}
+
+func TestShimClosed(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want bool
+	}{
+		{nil, false},
+		{errors.New("failed to delete task: ttrpc: closed"), true},
+		{fmt.Errorf("deleting task of container abc: %w", errors.New("failed to delete task: ttrpc: closed")), true},
+		{errors.New("failed to delete task: not found"), false},
+		{errors.New("error reading from server: EOF"), false},
+	} {
+		if got := ShimClosed(tc.err); got != tc.want {
+			t.Errorf("ShimClosed(%v) = %v, want %v", tc.err, got, tc.want)
 		}
 	}
 }
