@@ -14,7 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/containerd/containerd/v2/core/leases"
 	"github.com/containerd/containerd/v2/core/snapshots"
 	"golang.org/x/sys/unix"
 	"google.golang.org/grpc/codes"
@@ -121,16 +120,7 @@ func sh(t *testing.T, rt runtime.RuntimeServiceClient, id, script string) (strin
 // synchronously does.
 func gc(t *testing.T, e *podEnv) {
 	t.Helper()
-	ctx, cancel := e.ctrdCtx()
-	defer cancel()
-	ls := containerdClient(t).LeasesService()
-	l, err := ls.Create(ctx, leases.WithRandomID())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := ls.Delete(ctx, l, leases.SynchronousDelete); err != nil {
-		t.Fatal(err)
-	}
+	collectGarbage(t, e.ctrd(), e.ns)
 }
 
 // Image volumes: an image's files, read-only, at a container path, whole

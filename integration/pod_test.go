@@ -20,6 +20,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -78,6 +79,9 @@ type podEnv struct {
 	// containerd replaces the lab's containerd (its socket) when set.
 	containerd string
 	client     *client.Client
+
+	mu   sync.Mutex
+	made []string // IDs of the pods and containers made through a client of the env's peapods
 }
 
 // ctrd is a client of the env's containerd, to look behind peapod's back.
@@ -132,6 +136,7 @@ func (e *podEnv) start(env ...string) *daemon {
 		"--registry-config-path", registryConfig,
 		"--pause-image", cmp.Or(e.pauseImage, pause310),
 	}})
+	e.d.created = e.noteCreated
 	return e.d
 }
 
@@ -159,16 +164,42 @@ func (e *podEnv) serve(env ...string) (runtime.RuntimeServiceClient, runtime.Ima
 	return rt, runtime.NewImageServiceClient(d.dial())
 }
 
-// removeLeftovers removes, through the CRI, the pods a test left behind.
+// removeLeftovers removes, through the CRI, the pods a test left behind,
+// then checks that nothing of any pod the env made is left: no containerd
+// container, snapshot, sandbox record, netns, mount, file, CNI result, IP,
+// hostPort rule or process (those of the env's containerd namespace too:
+// shims and containers of pods whose creation no answer named).
 func (e *podEnv) removeLeftovers() {
 	t := e.t
-	if len(e.containerdContainers()) == 0 {
-		if ns := e.netnsFiles(); len(ns) == 0 {
-			return
-		}
+	if len(e.containerdContainers()) != 0 || len(e.netnsFiles()) != 0 {
+		e.removePods()
 	}
+	made := e.madeIDs()
+	var err error
+	deadline := time.Now().Add(10 * time.Second) // for shims to exit after their task's deletion
+	for {
+		err = e.leftoversOf(made, append(made, e.ns))
+		if err == nil || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err != nil {
+		t.Errorf("left behind by the pods of %s: %v", e.ns, err)
+	}
+}
+
+// removePods stops and removes every pod through a fresh peapod, which it
+// stops again: its command line names the env's namespace, as the shims
+// and containers whose leftovers removeLeftovers looks for do.
+func (e *podEnv) removePods() {
+	t := e.t
 	t.Logf("cleaning up the pods left in %s", e.ns)
 	rt, _ := e.serve()
+	defer func() {
+		e.d.signal(syscall.SIGTERM)
+		e.d.wait(podTimeout)
+	}()
 	ctx, cancel := context.WithTimeout(context.Background(), podTimeout)
 	defer cancel()
 	list, err := rt.ListPodSandbox(ctx, &runtime.ListPodSandboxRequest{})
@@ -184,9 +215,22 @@ func (e *podEnv) removeLeftovers() {
 			t.Errorf("cleanup: RemovePodSandbox(%s): %v", sb.Id, err)
 		}
 	}
-	if left := e.containerdContainers(); len(left) != 0 {
-		t.Errorf("cleanup: containerd containers left in %s: %q", e.ns, left)
-	}
+}
+
+// noteCreated records the ID of a pod or container made through a client
+// of one of the env's peapods.
+func (e *podEnv) noteCreated(id string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.made = append(e.made, id)
+}
+
+// madeIDs are the IDs of the pods and containers made through a client of
+// one of the env's peapods.
+func (e *podEnv) madeIDs() []string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return slices.Clone(e.made)
 }
 
 // ctrdCtx is a context for containerd calls in the env's namespace.
@@ -412,6 +456,18 @@ func processesOf(ids ...string) []string {
 // rules and processes. Every pod of the env must have been removed.
 func (e *podEnv) leftovers(sandboxID string, containerIDs ...string) error {
 	e.t.Helper()
+	var sandboxes []string
+	if sandboxID != "" {
+		sandboxes = []string{sandboxID}
+	}
+	return e.leftoversOf(sandboxes, append(sandboxes, containerIDs...))
+}
+
+// leftoversOf is leftovers for any number of sandboxes: what is left of
+// the env's pods, the CNI results, IPs and hostPort rules of sandboxes,
+// and the processes of ids.
+func (e *podEnv) leftoversOf(sandboxes, ids []string) error {
+	e.t.Helper()
 	var errs []error
 	add := func(what string, items []string) {
 		if len(items) > 0 {
@@ -424,17 +480,12 @@ func (e *podEnv) leftovers(sandboxID string, containerIDs ...string) error {
 	add("mounts under the state directory", e.mountsUnderState())
 	add("sandbox directories", e.sandboxDirs())
 	add("sandbox store records", e.sandboxStoreRecords())
-	if sandboxID != "" {
-		add("CNI results cached for sandbox "+sandboxID, e.cniCacheFiles(sandboxID))
-		add("IP allocations of sandbox "+sandboxID, ipAllocations(e.t, sandboxID))
-		rules, _ := hostPortRules(e.t, sandboxID)
-		add("hostPort rules", rules)
+	for _, id := range sandboxes {
+		add("CNI results cached for sandbox "+id, e.cniCacheFiles(id))
+		add("IP allocations of sandbox "+id, ipAllocations(e.t, id))
+		rules, _ := hostPortRules(e.t, id)
+		add("hostPort rules of sandbox "+id, rules)
 	}
-	var ids []string
-	if sandboxID != "" {
-		ids = append(ids, sandboxID)
-	}
-	ids = append(ids, containerIDs...)
 	if len(ids) > 0 {
 		add("processes", processesOf(ids...))
 	}
