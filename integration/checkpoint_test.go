@@ -356,12 +356,13 @@ func TestCheckpointCrash(t *testing.T) {
 		}
 
 		rt, _ = e.serve()
-		eventually(t, 10*time.Second, "recovery from a crash at "+tc.failpoint, func() error {
-			if st := e.taskStatus(c); st != "running" {
-				return fmt.Errorf("task is %q", st)
-			}
-			return e.checkpointLeftovers(c, out)
-		})
+		e.recovered(rt)
+		if st := e.taskStatus(c); st != "running" {
+			t.Errorf("after the recovery from a crash at %s, the task is %q, want running", tc.failpoint, st)
+		}
+		if err := e.checkpointLeftovers(c, out); err != nil {
+			t.Errorf("after the recovery from a crash at %s: %v", tc.failpoint, err)
+		}
 		if _, err := os.Stat(archive); err == nil {
 			t.Errorf("a crash at %s left an archive at %s", tc.failpoint, archive)
 		}

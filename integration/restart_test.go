@@ -241,6 +241,44 @@ func TestRestartKeepsPodsRunning(t *testing.T) {
 	})
 }
 
+// recovered waits until the env's peapod has recovered its state: a List
+// call answers (until then each waits for the recovery, boundedly, and
+// answers Unavailable). Recovery settles what a crash cut short before it
+// is done, so what the test then sees is final, and it must have settled
+// it at once: an error it logged (a clean-up that failed and was left to a
+// retry in the background) fails the test.
+func (e *podEnv) recovered(rt runtime.RuntimeServiceClient) {
+	e.t.Helper()
+	deadline := time.Now().Add(podTimeout)
+	for {
+		_, err := rt.ListPodSandbox(podCtx(e.t), &runtime.ListPodSandboxRequest{})
+		if err == nil {
+			break
+		}
+		if status.Code(err) != codes.Unavailable || time.Now().After(deadline) {
+			e.t.Fatalf("peapod does not recover its state: %v", err)
+		}
+	}
+	if errs := recoveryErrors(e.d.stderr.String()); len(errs) > 0 {
+		e.t.Errorf("peapod's recovery logged errors:\n%s", strings.Join(errs, "\n"))
+	}
+}
+
+// recoveryErrors are the error lines of a peapod's log (klog's, which begin
+// "E" and the date) up to the end of its start-up recovery.
+func recoveryErrors(log string) []string {
+	var errs []string
+	for _, line := range strings.Split(log, "\n") {
+		if strings.Contains(line, "Recovered state from containerd") {
+			break
+		}
+		if len(line) > 1 && line[0] == 'E' && line[1] >= '0' && line[1] <= '9' {
+			errs = append(errs, line)
+		}
+	}
+	return errs
+}
+
 // processStart is the start time of a process, in clock ticks since boot:
 // with its pid, it names the process.
 func processStart(t *testing.T, pid int) string {
@@ -321,16 +359,21 @@ func TestRestartFailpointsRunPodSandbox(t *testing.T) {
 				}
 			}
 
-			// Back without the failpoint: the half-made sandbox is gone.
+			// Back without the failpoint: the half-made sandbox is gone
+			// once peapod has recovered (its shim may still be exiting).
 			rt, _ = e.serve()
-			eventually(t, 30*time.Second, "recovery removes the interrupted sandbox", func() error {
-				list, err := rt.ListPodSandbox(callCtx(t), &runtime.ListPodSandboxRequest{})
-				if err != nil {
-					return err
-				}
-				if len(list.Items) != 0 {
-					return fmt.Errorf("ListPodSandbox = %v", list.Items)
-				}
+			e.recovered(rt)
+			if list, err := rt.ListPodSandbox(callCtx(t), &runtime.ListPodSandboxRequest{}); err != nil || len(list.Items) != 0 {
+				t.Errorf("ListPodSandbox after the recovery = %v, %v; want none", list.GetItems(), err)
+			}
+			var made []string
+			if sbID != "" {
+				made = []string{sbID}
+			}
+			if err := e.leftoversOf(made, nil); err != nil {
+				t.Errorf("the recovery left of the interrupted sandbox: %v", err)
+			}
+			eventually(t, 10*time.Second, "the interrupted sandbox's processes end", func() error {
 				return e.leftovers(sbID)
 			})
 
