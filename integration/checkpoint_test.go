@@ -24,8 +24,9 @@ import (
 )
 
 // counterScript writes a file, deletes one of the image's, and counts, both
-// to its log and to /count, five times a second.
-const counterScript = `echo checkpointed >/marker; rm /etc/group; i=0; while true; do i=$((i+1)); echo $i; echo $i >/count; sleep 0.2; done`
+// to its log and to /count, five times a second. /count is replaced, never
+// rewritten: a reader of a file truncated and not yet written reads nothing.
+const counterScript = `echo checkpointed >/marker; rm /etc/group; i=0; while true; do i=$((i+1)); echo $i; echo $i >/count.new; mv /count.new /count; sleep 0.2; done`
 
 // needCRIU fails the test unless a CRIU that works here is on the PATH: the
 // lab builds one (conformance/build-tools.sh).
