@@ -1494,10 +1494,14 @@ func TestExitReportedAfterItsLastOutput(t *testing.T) {
 			}
 			time.Sleep(2 * time.Millisecond)
 		}
+		if st.GetState() != runtime.ContainerState_CONTAINER_EXITED {
+			t.Errorf("container %d (printf; exit 1) is %s after 20 s, want EXITED", i, st.GetState())
+			continue
+		}
 		lines, err := readLog(st.GetLogPath())
 		want := fmt.Sprintf("DONE-%d", i)
 		if err != nil || len(lines) == 0 || lines[len(lines)-1].msg != want || lines[len(lines)-1].tag != "P" {
-			t.Errorf("container %d reported %s with its log %v (%v); want it to end with %s, partial", i, st.GetState(), lines, err, want)
+			t.Errorf("container %d reported exited with its log %v (%v); want it to end with %s, partial", i, lines, err, want)
 		}
 	}
 }
