@@ -579,13 +579,33 @@ func (c *privateContainerd) stop() {
 }
 
 // A restart of containerd loses no task: a pod's containers keep running,
-// peapod keeps reporting them running, and a stop after it records the
-// container's own exit code.
+// peapod follows their exits again and keeps reporting them running, and a
+// stop after it records the container's own exit code.
 func TestContainerdRestartKeepsTasks(t *testing.T) {
 	t.Parallel()
 	ctrd, e, rt, id := privateContainer(t, "survivor", "trap 'exit 7' TERM; while true; do sleep 0.1; done")
+	// A witness, killed once containerd is back: peapod sees its exit once
+	// it has subscribed to containerd's events again, or in the resync that
+	// follows each subscription. Then what it reports of the survivor is
+	// what that resync found.
+	pods, err := rt.ListPodSandbox(callCtx(t), &runtime.ListPodSandboxRequest{})
+	if err != nil || len(pods.GetItems()) != 1 {
+		t.Fatalf("ListPodSandbox = %v, %v; want the survivor's pod", pods.GetItems(), err)
+	}
+	witness := startContainer(t, rt, pods.Items[0].Id, e.podConfig("survivor"), busybox("witness", "while true; do sleep 0.1; done"))
+	witnessPid := e.taskPid(witness)
 	ctrd.restart()
-	time.Sleep(2 * time.Second) // peapod resubscribes and resyncs
+	if err := syscall.Kill(int(witnessPid), syscall.SIGKILL); err != nil {
+		t.Fatalf("killing the witness (pid %d): %v", witnessPid, err)
+	}
+	killed := time.Now()
+	eventually(t, 30*time.Second, "peapod follows containerd's events again: the witness's exit is seen", func() error {
+		if st := containerStatus(t, rt, witness).GetStatus(); st.GetState() != runtime.ContainerState_CONTAINER_EXITED || st.GetExitCode() != 137 {
+			return fmt.Errorf("witness %s, exit %d; want EXITED, 137", st.GetState(), st.GetExitCode())
+		}
+		return nil
+	})
+	t.Logf("the witness's exit was seen %s after its kill", time.Since(killed).Round(time.Millisecond))
 	if ts := e.taskStatus(id); ts != "running" {
 		t.Errorf("the container's task after containerd's restart: %q, want running", ts)
 	}
@@ -617,6 +637,11 @@ func TestExitDuringContainerdRestart(t *testing.T) {
 	ctrd.restart()
 	err := <-stopped
 	t.Logf("StopContainer across the restart: %v", err)
+	// The stop waited for the exit, or its wait broke with containerd's
+	// connection and it asks to be called again; any other answer is wrong.
+	if err != nil && status.Code(err) != codes.Unavailable {
+		t.Errorf("StopContainer across containerd's restart: %v, want success or Unavailable", err)
+	}
 	eventually(t, 20*time.Second, "the exit is recorded", func() error {
 		if _, err := rt.StopContainer(podCtx(t), &runtime.StopContainerRequest{ContainerId: id, Timeout: 10}); err != nil {
 			return err
