@@ -642,6 +642,13 @@ func TestExitDuringContainerdRestart(t *testing.T) {
 	if err != nil && status.Code(err) != codes.Unavailable {
 		t.Errorf("StopContainer across containerd's restart: %v, want success or Unavailable", err)
 	}
+	if err == nil {
+		// A stop that succeeded recorded the exit before it answered.
+		if st := containerStatus(t, rt, id).GetStatus(); st.GetState() != runtime.ContainerState_CONTAINER_EXITED || st.GetExitCode() != 7 {
+			t.Errorf("after StopContainer succeeded: %s, exit %d; want EXITED, 7", st.GetState(), st.GetExitCode())
+		}
+	}
+	// The kubelet calls an unavailable stop again.
 	eventually(t, 20*time.Second, "the exit is recorded", func() error {
 		if _, err := rt.StopContainer(podCtx(t), &runtime.StopContainerRequest{ContainerId: id, Timeout: 10}); err != nil {
 			return err
