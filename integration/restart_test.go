@@ -52,19 +52,52 @@ func viewOf(t *testing.T, rt runtime.RuntimeServiceClient, sandboxID string, con
 	return v
 }
 
-// writerLines reads the writer's log, whose lines are "line 0", "line 1"…
-// in order: a gap or a restart of the count means the writer was disturbed.
-func writerLines(path string) ([]logLine, error) {
+// writerLine is one line of the writer's log: "line <n> <uptime when
+// written>".
+type writerLine struct {
+	logLine
+	written time.Time
+}
+
+// writerScript counts lines, ten a second, each with the time it is written
+// (the machine's uptime: busybox's date has no fraction of a second).
+const writerScript = `i=0; while true; do read up rest </proc/uptime; echo "line $i $up"; i=$((i+1)); sleep 0.1; done`
+
+// writerLines reads the writer's log, whose lines are counted from 0 in
+// order: a gap or a restart of the count means the writer was disturbed.
+func writerLines(path string) ([]writerLine, error) {
 	lines, err := readLog(path)
 	if err != nil {
 		return nil, err
 	}
-	for i, l := range lines {
-		if want := fmt.Sprintf("line %d", i); l.msg != want || l.stream != "stdout" || l.tag != "F" {
-			return nil, fmt.Errorf("%s: entry %d is %+v, want stdout F %q", path, i, l, want)
-		}
+	boot, err := bootTime()
+	if err != nil {
+		return nil, err
 	}
-	return lines, nil
+	out := make([]writerLine, len(lines))
+	for i, l := range lines {
+		var n int
+		var up float64
+		if _, err := fmt.Sscanf(l.msg, "line %d %f", &n, &up); err != nil || n != i || l.stream != "stdout" || l.tag != "F" {
+			return nil, fmt.Errorf("%s: entry %d is %+v, want stdout F \"line %d <uptime>\"", path, i, l, i)
+		}
+		out[i] = writerLine{logLine: l, written: boot.Add(time.Duration(up * float64(time.Second)))}
+	}
+	return out, nil
+}
+
+// bootTime is when the machine booted, as /proc/uptime counts (to 10 ms).
+func bootTime() (time.Time, error) {
+	b, err := os.ReadFile("/proc/uptime")
+	now := time.Now()
+	if err != nil {
+		return time.Time{}, err
+	}
+	var up float64
+	if _, err := fmt.Sscanf(string(b), "%f", &up); err != nil {
+		return time.Time{}, fmt.Errorf("/proc/uptime: %q: %v", b, err)
+	}
+	return now.Add(-time.Duration(up * float64(time.Second))), nil
 }
 
 // Running pods outlive peapod: after a SIGKILL and a restart, List and
@@ -80,7 +113,7 @@ func TestRestartKeepsPodsRunning(t *testing.T) {
 	signalMount := &runtime.Mount{HostPath: signals, ContainerPath: "/signal"}
 	cfg := e.podConfig("survivor")
 	sbID := runPod(t, rt, cfg)
-	writerID := startContainer(t, rt, sbID, cfg, busybox("writer", `i=0; while true; do echo "line $i"; i=$((i+1)); sleep 0.1; done`))
+	writerID := startContainer(t, rt, sbID, cfg, busybox("writer", writerScript))
 	// exiter exits while peapod is down, late after it is back.
 	exiterID := startContainer(t, rt, sbID, cfg, busybox("exiter", `until [ -e /signal/exit ]; do sleep 0.1; done; exit 3`, signalMount))
 	lateID := startContainer(t, rt, sbID, cfg, busybox("late", `until [ -e /signal/late ]; do sleep 0.1; done; exit 4`, signalMount))
@@ -196,13 +229,19 @@ func TestRestartKeepsPodsRunning(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var maxGap time.Duration
-	for i := 1; i < len(lines); i++ {
-		maxGap = max(maxGap, lines[i].time.Sub(lines[i-1].time))
+	// Each line reached the log at once, across the restart: the IO server
+	// kept running. (The pauses between lines are the writer's too, which
+	// a loaded host schedules late: they are only logged.)
+	var maxGap, maxLag time.Duration
+	for i, l := range lines {
+		maxLag = max(maxLag, l.time.Sub(l.written))
+		if i > 0 {
+			maxGap = max(maxGap, l.time.Sub(lines[i-1].time))
+		}
 	}
-	t.Logf("writer: %d lines, longest pause between two %s", len(lines), maxGap)
-	if maxGap > 3*time.Second {
-		t.Errorf("the writer's log has a %s gap", maxGap)
+	t.Logf("writer: %d lines, longest pause between two %s, longest from a write to the log %s", len(lines), maxGap, maxLag)
+	if maxLag > time.Second {
+		t.Errorf("a line of the writer reached its log %s after it was written", maxLag)
 	}
 
 	// Exits are followed after the restart; exec works.
