@@ -409,20 +409,20 @@ func ipAllocations(t *testing.T, id string) []string {
 }
 
 // hostPortRules lists the iptables NAT rules portmap made for the container
-// ID; ok is false when iptables-save cannot be run.
-func hostPortRules(t *testing.T, id string) (rules []string, ok bool) {
+// ID. The lab installs iptables (conformance/packages.sh): a failing
+// iptables-save fails the test.
+func hostPortRules(t *testing.T, id string) (rules []string) {
 	t.Helper()
 	out, err := exec.Command("iptables-save", "-t", "nat").Output()
 	if err != nil {
-		t.Logf("iptables-save: %v: not checking hostPort rules", err)
-		return nil, false
+		t.Fatalf("iptables-save, to check hostPort rules: %v", err)
 	}
 	for _, line := range strings.Split(string(out), "\n") {
 		if strings.Contains(line, `id: \"`+id+`\"`) {
 			rules = append(rules, line)
 		}
 	}
-	return rules, true
+	return rules
 }
 
 // processesOf lists the processes whose cgroup or command line names one of
@@ -483,8 +483,7 @@ func (e *podEnv) leftoversOf(sandboxes, ids []string) error {
 	for _, id := range sandboxes {
 		add("CNI results cached for sandbox "+id, e.cniCacheFiles(id))
 		add("IP allocations of sandbox "+id, ipAllocations(e.t, id))
-		rules, _ := hostPortRules(e.t, id)
-		add("hostPort rules of sandbox "+id, rules)
+		add("hostPort rules of sandbox "+id, hostPortRules(e.t, id))
 	}
 	if len(ids) > 0 {
 		add("processes", processesOf(ids...))
@@ -716,7 +715,7 @@ func TestPodLifecycle(t *testing.T) {
 	if _, err := os.Stat(netnsPath); err != nil {
 		t.Errorf("netns of the ready pod: %v", err)
 	}
-	if rules, ok := hostPortRules(t, sbID); ok && len(rules) == 0 {
+	if rules := hostPortRules(t, sbID); len(rules) == 0 {
 		t.Errorf("no hostPort rule names %s", sbID)
 	}
 	list, err := rt.ListPodSandbox(callCtx(t), &runtime.ListPodSandboxRequest{})
@@ -848,7 +847,7 @@ func TestPodLifecycle(t *testing.T) {
 	if ips := ipAllocations(t, sbID); len(ips) != 0 {
 		t.Errorf("host-local allocations of %s after StopPodSandbox: %q", sbID, ips)
 	}
-	if rules, _ := hostPortRules(t, sbID); len(rules) != 0 {
+	if rules := hostPortRules(t, sbID); len(rules) != 0 {
 		t.Errorf("hostPort rules after StopPodSandbox: %q", rules)
 	}
 	if _, err := httpGet(url); err == nil {
