@@ -22,13 +22,21 @@ func TestSignalReopen(t *testing.T) {
 
 	// A process started with the pid file among its options, as an IO
 	// process is: it gets the signal (and reports it by exiting 0).
-	marker := filepath.Join(dir, "got-usr1")
-	io := exec.Command("sh", "-c", `trap 'touch "$0"; exit 0' USR1; while :; do sleep 0.05; done`, marker, optPidFile, pidfile)
+	// It writes a ready file once its trap is set.
+	marker, ready := filepath.Join(dir, "got-usr1"), filepath.Join(dir, "ready")
+	io := exec.Command("sh", "-c", `trap 'touch "$0"; exit 0' USR1; touch "$3"; while :; do sleep 0.05; done`, marker, optPidFile, pidfile, ready)
 	if err := io.Start(); err != nil {
 		t.Fatal(err)
 	}
 	defer io.Process.Kill()
-	time.Sleep(200 * time.Millisecond) // the trap is set
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if _, err := os.Stat(ready); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the IO process did not set its trap within 10 s")
+		}
+	}
 	write(io.Process.Pid)
 	if err := SignalReopen(pidfile); err != nil {
 		t.Fatalf("SignalReopen of a live IO process: %v", err)

@@ -579,13 +579,33 @@ func (c *privateContainerd) stop() {
 }
 
 // A restart of containerd loses no task: a pod's containers keep running,
-// peapod keeps reporting them running, and a stop after it records the
-// container's own exit code.
+// peapod follows their exits again and keeps reporting them running, and a
+// stop after it records the container's own exit code.
 func TestContainerdRestartKeepsTasks(t *testing.T) {
 	t.Parallel()
 	ctrd, e, rt, id := privateContainer(t, "survivor", "trap 'exit 7' TERM; while true; do sleep 0.1; done")
+	// A witness, killed once containerd is back: peapod sees its exit once
+	// it has subscribed to containerd's events again, or in the resync that
+	// follows each subscription. Then what it reports of the survivor is
+	// what that resync found.
+	pods, err := rt.ListPodSandbox(callCtx(t), &runtime.ListPodSandboxRequest{})
+	if err != nil || len(pods.GetItems()) != 1 {
+		t.Fatalf("ListPodSandbox = %v, %v; want the survivor's pod", pods.GetItems(), err)
+	}
+	witness := startContainer(t, rt, pods.Items[0].Id, e.podConfig("survivor"), busybox("witness", "while true; do sleep 0.1; done"))
+	witnessPid := e.taskPid(witness)
 	ctrd.restart()
-	time.Sleep(2 * time.Second) // peapod resubscribes and resyncs
+	if err := syscall.Kill(int(witnessPid), syscall.SIGKILL); err != nil {
+		t.Fatalf("killing the witness (pid %d): %v", witnessPid, err)
+	}
+	killed := time.Now()
+	eventually(t, 30*time.Second, "peapod follows containerd's events again: the witness's exit is seen", func() error {
+		if st := containerStatus(t, rt, witness).GetStatus(); st.GetState() != runtime.ContainerState_CONTAINER_EXITED || st.GetExitCode() != 137 {
+			return fmt.Errorf("witness %s, exit %d; want EXITED, 137", st.GetState(), st.GetExitCode())
+		}
+		return nil
+	})
+	t.Logf("the witness's exit was seen %s after its kill", time.Since(killed).Round(time.Millisecond))
 	if ts := e.taskStatus(id); ts != "running" {
 		t.Errorf("the container's task after containerd's restart: %q, want running", ts)
 	}
@@ -604,39 +624,106 @@ func TestContainerdRestartKeepsTasks(t *testing.T) {
 	}
 }
 
-// A container that exits while containerd is restarting keeps its exit code.
+// Containers whose stop a restart of containerd cuts short: each stop is
+// Unavailable (the kubelet calls it again), and each exit is recorded with
+// the container's own code, whether it came while containerd was down or
+// once it was back. But for one thing containerd 2.x does: starting, it
+// takes the shim of a task whose process has exited for a leaked one and
+// reaps it ("cleaning leaked shim process"), exit status and all, so an
+// exit while it was down is reported 255, as its own CRI reports it
+// (containerd 1.6 keeps the status).
 func TestExitDuringContainerdRestart(t *testing.T) {
 	t.Parallel()
-	ctrd, e, rt, id := privateContainer(t, "exit-in-restart", "trap 'sleep 0.3; exit 7' TERM; while true; do sleep 0.1; done")
-	stopped := make(chan error, 1)
-	go func() {
-		_, err := rt.StopContainer(podCtx(t), &runtime.StopContainerRequest{ContainerId: id, Timeout: 10})
-		stopped <- err
-	}()
-	time.Sleep(100 * time.Millisecond)
-	ctrd.restart()
-	err := <-stopped
-	t.Logf("StopContainer across the restart: %v", err)
-	eventually(t, 20*time.Second, "the exit is recorded", func() error {
-		if _, err := rt.StopContainer(podCtx(t), &runtime.StopContainerRequest{ContainerId: id, Timeout: 10}); err != nil {
+	// Each container's TERM trap (set when it says it is ready) says it
+	// runs, then waits for leave to exit 7: the test chooses whether
+	// containerd is down or up then.
+	signals := tempDir(t)
+	mount := &runtime.Mount{HostPath: signals, ContainerPath: "/signal"}
+	trap := func(name string) string {
+		return fmt.Sprintf("trap 'touch /signal/%[1]s-termed; until [ -e /signal/%[1]s-leave ]; do sleep 0.05; done; exit 7' TERM; touch /signal/%[1]s-ready; while true; do sleep 0.1; done", name)
+	}
+	ctrd, e, rt, late := privateContainer(t, "exit-in-restart", trap("late"), mount)
+	t.Cleanup(func() {
+		if t.Failed() {
+			b, _ := os.ReadFile(filepath.Join(ctrd.dir, "containerd.log"))
+			t.Logf("containerd log:\n%s", tail(string(b), 8000))
+		}
+	})
+	pods, err := rt.ListPodSandbox(callCtx(t), &runtime.ListPodSandboxRequest{})
+	if err != nil || len(pods.GetItems()) != 1 {
+		t.Fatalf("ListPodSandbox = %v, %v; want the test's pod", pods.GetItems(), err)
+	}
+	down := startContainer(t, rt, pods.Items[0].Id, e.podConfig("exit-in-restart"), busybox("down", trap("down"), mount))
+	downPid := e.taskPid(down)
+	version, err := e.ctrd().Version(callCtx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	downCode := int32(7)
+	if !strings.HasPrefix(strings.TrimPrefix(version.Version, "v"), "1.") {
+		downCode = 255
+	}
+
+	touched := func(name string) func() error {
+		return func() error {
+			_, err := os.Stat(filepath.Join(signals, name))
 			return err
 		}
-		st := containerStatus(t, rt, id).GetStatus()
-		if st.GetState() != runtime.ContainerState_CONTAINER_EXITED || st.GetExitCode() != 7 {
-			return fmt.Errorf("%s, exit %d; want EXITED, 7", st.GetState(), st.GetExitCode())
+	}
+	eventually(t, 10*time.Second, "late's trap is set", touched("late-ready"))
+	eventually(t, 10*time.Second, "down's trap is set", touched("down-ready"))
+
+	stops := map[string]chan error{late: make(chan error, 1), down: make(chan error, 1)}
+	for id, stopped := range stops {
+		go func() {
+			_, err := rt.StopContainer(podCtx(t), &runtime.StopContainerRequest{ContainerId: id, Timeout: 30})
+			stopped <- err
+		}()
+	}
+	eventually(t, 10*time.Second, "late's stop signal is trapped", touched("late-termed"))
+	eventually(t, 10*time.Second, "down's stop signal is trapped", touched("down-termed"))
+
+	ctrd.stop()
+	if err := os.WriteFile(filepath.Join(signals, "down-leave"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "down exits while containerd is down", func() error {
+		if _, err := os.Stat(fmt.Sprintf("/proc/%d", downPid)); err == nil {
+			return fmt.Errorf("pid %d still runs", downPid)
 		}
 		return nil
 	})
-	if t.Failed() {
-		b, _ := os.ReadFile(filepath.Join(ctrd.dir, "containerd.log"))
-		t.Logf("containerd log:\n%s", tail(string(b), 8000))
-		t.Logf("peapod log:\n%s", tail(e.d.stderr.String(), 8000))
+	os.Remove(ctrd.sock)
+	ctrd.start()
+	if err := os.WriteFile(filepath.Join(signals, "late-leave"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	for id, stopped := range stops {
+		// The stop's wait broke with containerd's connection: it asks to
+		// be called again.
+		if err := <-stopped; status.Code(err) != codes.Unavailable {
+			t.Errorf("StopContainer(%s) across containerd's restart: %v, want Unavailable", id, err)
+		}
+	}
+	for id, want := range map[string]int32{late: 7, down: downCode} {
+		eventually(t, 20*time.Second, "the exit of "+id+" is recorded", func() error {
+			if _, err := rt.StopContainer(podCtx(t), &runtime.StopContainerRequest{ContainerId: id, Timeout: 30}); err != nil {
+				return err
+			}
+			// The stop that succeeds has recorded the exit.
+			st := containerStatus(t, rt, id).GetStatus()
+			if st.GetState() != runtime.ContainerState_CONTAINER_EXITED || st.GetExitCode() != want {
+				return fmt.Errorf("%s, exit %d; want EXITED, %d", st.GetState(), st.GetExitCode(), want)
+			}
+			return nil
+		})
 	}
 }
 
 // privateContainer runs, on a containerd of the test's own, a pod named
 // name with one busybox container running script, and returns them.
-func privateContainer(t *testing.T, name, script string) (*privateContainerd, *podEnv, runtime.RuntimeServiceClient, string) {
+func privateContainer(t *testing.T, name, script string, mounts ...*runtime.Mount) (*privateContainerd, *podEnv, runtime.RuntimeServiceClient, string) {
 	t.Helper()
 	ctrd := startPrivateContainerd(t)
 	e := newPodEnv(t)
@@ -645,5 +732,5 @@ func privateContainer(t *testing.T, name, script string) (*privateContainerd, *p
 	pull(t, ic, busyboxRef)
 	cfg := e.podConfig(name)
 	sbID := runPod(t, rt, cfg)
-	return ctrd, e, rt, startContainer(t, rt, sbID, cfg, busybox("app", script))
+	return ctrd, e, rt, startContainer(t, rt, sbID, cfg, busybox("app", script, mounts...))
 }

@@ -88,6 +88,9 @@ type daemon struct {
 	stderr  *syncBuffer
 	exited  chan struct{} // closed when the process has exited
 	waitErr error         // set before exited is closed
+	// created, when set, is told the ID of each pod and container made
+	// through a connection from dial.
+	created func(id string)
 }
 
 type syncBuffer struct {
@@ -267,12 +270,28 @@ func (d *daemon) answers() error {
 // dial opens a CRI client connection to the daemon's socket, as the kubelet does.
 func (d *daemon) dial() *grpc.ClientConn {
 	d.t.Helper()
-	conn, err := grpc.NewClient("unix://"+d.socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient("unix://"+d.socket, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithChainUnaryInterceptor(d.noteCreated))
 	if err != nil {
 		d.t.Fatal(err)
 	}
 	d.t.Cleanup(func() { conn.Close() })
 	return conn
+}
+
+// noteCreated tells d.created the ID of each pod and container a call made.
+func (d *daemon) noteCreated(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+	err := invoker(ctx, method, req, reply, cc, opts...)
+	if err != nil || d.created == nil {
+		return err
+	}
+	switch r := reply.(type) {
+	case *runtime.RunPodSandboxResponse:
+		d.created(r.PodSandboxId)
+	case *runtime.CreateContainerResponse:
+		d.created(r.ContainerId)
+	}
+	return nil
 }
 
 // wait waits up to timeout for peapod to exit and returns its exit code.

@@ -26,6 +26,10 @@ func TestContainerEvents(t *testing.T) {
 	if err != nil {
 		t.Fatalf("GetContainerEvents: %v", err)
 	}
+	// Sent once peapod has subscribed: every event after it is streamed.
+	if _, err := stream.Header(); err != nil {
+		t.Fatalf("GetContainerEvents' header: %v", err)
+	}
 	got := make(chan *runtime.ContainerEventResponse, 100)
 	go func() {
 		for {
@@ -37,7 +41,6 @@ func TestContainerEvents(t *testing.T) {
 			got <- ev
 		}
 	}()
-	time.Sleep(100 * time.Millisecond) // let the subscription take effect
 
 	cfg := e.podConfig("events")
 	sbID := runPod(t, rt, cfg)

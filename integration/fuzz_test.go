@@ -72,13 +72,13 @@ func TestFuzzCRI(t *testing.T) {
 	}
 	conn := e.d.dial()
 	codesSeen := map[string]map[codes.Code]int{}
-	var unknown []string
+	var unknown, hung []string
 	start := time.Now()
 	for i := range n {
 		m := methods[f.r.IntN(len(methods))]
 		req := dynamicpb.NewMessage(m.Input())
 		f.fill(req, 0)
-		code, err := f.call(conn, m, req)
+		code, err, unanswered := f.call(conn, m, req)
 		name := string(m.Name())
 		if codesSeen[name] == nil {
 			codesSeen[name] = map[codes.Code]int{}
@@ -88,6 +88,9 @@ func TestFuzzCRI(t *testing.T) {
 			if len(unknown) < 20 {
 				unknown = append(unknown, fmt.Sprintf("%s: %v (request %v)", name, err, truncate(fmt.Sprint(req), 300)))
 			}
+		}
+		if unanswered && !waitsOutItsTimeout(m, req) && len(hung) < 20 {
+			hung = append(hung, fmt.Sprintf("%s (request %v)", name, truncate(fmt.Sprint(req), 300)))
 		}
 		if i%1000 == 999 {
 			if d := e.d; d != nil {
@@ -115,6 +118,9 @@ func TestFuzzCRI(t *testing.T) {
 	for _, u := range unknown {
 		t.Errorf("answered Unknown or Internal: %s", u)
 	}
+	for _, h := range hung {
+		t.Errorf("no answer within %s: %s", fuzzCallTimeout, h)
+	}
 	if strings.Contains(e.d.stderr.String(), "Panic in CRI call") {
 		t.Errorf("peapod recovered from a panic:\n%s", tail(e.d.stderr.String(), 5000))
 	}
@@ -134,35 +140,52 @@ type fuzzer struct {
 	paths []string // paths safe to hand peapod
 }
 
-// call sends one request and returns its answer's code.
-func (f *fuzzer) call(conn *grpc.ClientConn, m protoreflect.MethodDescriptor, req *dynamicpb.Message) (codes.Code, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+// fuzzCallTimeout bounds each unary call: peapod must answer every request
+// within it, but a stop that waits out a long timeout of the request's.
+const fuzzCallTimeout = 20 * time.Second
+
+// call sends one request and returns its answer's code, and whether a
+// unary call got no answer within fuzzCallTimeout.
+func (f *fuzzer) call(conn *grpc.ClientConn, m protoreflect.MethodDescriptor, req *dynamicpb.Message) (codes.Code, error, bool) {
+	ctx, cancel := context.WithTimeout(context.Background(), fuzzCallTimeout)
 	defer cancel()
 	full := fmt.Sprintf("/%s/%s", m.Parent().FullName(), m.Name())
 	if !m.IsStreamingServer() {
 		err := conn.Invoke(ctx, full, req, dynamicpb.NewMessage(m.Output()))
-		return status.Code(err), err
+		return status.Code(err), err, ctx.Err() != nil
 	}
 	// Server-streaming calls: read a little, then hang up.
 	ctx, cancelStream := context.WithTimeout(ctx, 200*time.Millisecond)
 	defer cancelStream()
 	s, err := conn.NewStream(ctx, &grpc.StreamDesc{ServerStreams: true}, full)
 	if err != nil {
-		return status.Code(err), err
+		return status.Code(err), err, false
 	}
 	if err := s.SendMsg(req); err != nil {
-		return status.Code(err), err
+		return status.Code(err), err, false
 	}
 	_ = s.CloseSend()
 	for range 5 {
 		if err := s.RecvMsg(dynamicpb.NewMessage(m.Output())); err != nil {
 			if errors.Is(err, io.EOF) || status.Code(err) == codes.DeadlineExceeded {
-				return codes.OK, nil
+				return codes.OK, nil, false
 			}
-			return status.Code(err), err
+			return status.Code(err), err, false
 		}
 	}
-	return codes.OK, nil
+	return codes.OK, nil, false
+}
+
+// waitsOutItsTimeout reports whether req is a StopContainer whose timeout
+// leaves less than 5 s of fuzzCallTimeout for the kill that follows it: the
+// fuzzed container ignores SIGTERM (its sleep is PID 1), so the stop rightly
+// waits the timeout out. No other request has a wait of its caller's.
+func waitsOutItsTimeout(m protoreflect.MethodDescriptor, req *dynamicpb.Message) bool {
+	if m.Name() != "StopContainer" {
+		return false
+	}
+	timeout := req.Get(m.Input().Fields().ByName("timeout")).Int() // seconds
+	return timeout > int64((fuzzCallTimeout-5*time.Second)/time.Second)
 }
 
 // fill sets a random subset of msg's fields to random values.

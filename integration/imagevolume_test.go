@@ -14,7 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/containerd/containerd/v2/core/leases"
 	"github.com/containerd/containerd/v2/core/snapshots"
 	"golang.org/x/sys/unix"
 	"google.golang.org/grpc/codes"
@@ -121,16 +120,7 @@ func sh(t *testing.T, rt runtime.RuntimeServiceClient, id, script string) (strin
 // synchronously does.
 func gc(t *testing.T, e *podEnv) {
 	t.Helper()
-	ctx, cancel := e.ctrdCtx()
-	defer cancel()
-	ls := containerdClient(t).LeasesService()
-	l, err := ls.Create(ctx, leases.WithRandomID())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := ls.Delete(ctx, l, leases.SynchronousDelete); err != nil {
-		t.Fatal(err)
-	}
+	collectGarbage(t, e.ctrd(), e.ns)
 }
 
 // Image volumes: an image's files, read-only, at a container path, whole
@@ -264,12 +254,10 @@ func TestImageVolume(t *testing.T) {
 		t.Fatalf("unmounting late's image volume: %v", err)
 	}
 	rt, _ = e.serve()
-	eventually(t, 10*time.Second, "late's image volume is mounted again", func() error {
-		if !slices.Contains(e.imageVolumeMounts(), lateMount) {
-			return fmt.Errorf("mounts %q", e.imageVolumeMounts())
-		}
-		return nil
-	})
+	e.recovered(rt)
+	if !slices.Contains(e.imageVolumeMounts(), lateMount) {
+		t.Errorf("late's image volume is not mounted again after the recovery: mounts %q", e.imageVolumeMounts())
+	}
 	checkReader("after the restart")
 	if _, err := rt.StartContainer(podCtx(t), &runtime.StartContainerRequest{ContainerId: lateID}); err != nil {
 		t.Fatalf("StartContainer(late) after the restart: %v", err)
@@ -333,7 +321,10 @@ func TestImageVolumeCrashedCreate(t *testing.T) {
 	}
 
 	rt, _ = e.serve()
-	eventually(t, 10*time.Second, "recovery removes the orphaned image volumes", e.imageVolumeLeftovers)
+	e.recovered(rt)
+	if err := e.imageVolumeLeftovers(); err != nil {
+		t.Errorf("the recovery left the orphaned image volumes: %v", err)
+	}
 
 	// The kubelet's retry succeeds.
 	id := startContainer(t, rt, sbID, cfg, c)

@@ -20,6 +20,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -78,6 +79,9 @@ type podEnv struct {
 	// containerd replaces the lab's containerd (its socket) when set.
 	containerd string
 	client     *client.Client
+
+	mu   sync.Mutex
+	made []string // IDs of the pods and containers made through a client of the env's peapods
 }
 
 // ctrd is a client of the env's containerd, to look behind peapod's back.
@@ -132,6 +136,7 @@ func (e *podEnv) start(env ...string) *daemon {
 		"--registry-config-path", registryConfig,
 		"--pause-image", cmp.Or(e.pauseImage, pause310),
 	}})
+	e.d.created = e.noteCreated
 	return e.d
 }
 
@@ -159,16 +164,42 @@ func (e *podEnv) serve(env ...string) (runtime.RuntimeServiceClient, runtime.Ima
 	return rt, runtime.NewImageServiceClient(d.dial())
 }
 
-// removeLeftovers removes, through the CRI, the pods a test left behind.
+// removeLeftovers removes, through the CRI, the pods a test left behind,
+// then checks that nothing of any pod the env made is left: no containerd
+// container, snapshot, sandbox record, netns, mount, file, CNI result, IP,
+// hostPort rule or process (those of the env's containerd namespace too:
+// shims and containers of pods whose creation no answer named).
 func (e *podEnv) removeLeftovers() {
 	t := e.t
-	if len(e.containerdContainers()) == 0 {
-		if ns := e.netnsFiles(); len(ns) == 0 {
-			return
-		}
+	if len(e.containerdContainers()) != 0 || len(e.netnsFiles()) != 0 {
+		e.removePods()
 	}
+	made := e.madeIDs()
+	var err error
+	deadline := time.Now().Add(10 * time.Second) // for shims to exit after their task's deletion
+	for {
+		err = e.leftoversOf(made, append(made, e.ns))
+		if err == nil || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err != nil {
+		t.Errorf("left behind by the pods of %s: %v", e.ns, err)
+	}
+}
+
+// removePods stops and removes every pod through a fresh peapod, which it
+// stops again: its command line names the env's namespace, as the shims
+// and containers whose leftovers removeLeftovers looks for do.
+func (e *podEnv) removePods() {
+	t := e.t
 	t.Logf("cleaning up the pods left in %s", e.ns)
 	rt, _ := e.serve()
+	defer func() {
+		e.d.signal(syscall.SIGTERM)
+		e.d.wait(podTimeout)
+	}()
 	ctx, cancel := context.WithTimeout(context.Background(), podTimeout)
 	defer cancel()
 	list, err := rt.ListPodSandbox(ctx, &runtime.ListPodSandboxRequest{})
@@ -184,9 +215,22 @@ func (e *podEnv) removeLeftovers() {
 			t.Errorf("cleanup: RemovePodSandbox(%s): %v", sb.Id, err)
 		}
 	}
-	if left := e.containerdContainers(); len(left) != 0 {
-		t.Errorf("cleanup: containerd containers left in %s: %q", e.ns, left)
-	}
+}
+
+// noteCreated records the ID of a pod or container made through a client
+// of one of the env's peapods.
+func (e *podEnv) noteCreated(id string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.made = append(e.made, id)
+}
+
+// madeIDs are the IDs of the pods and containers made through a client of
+// one of the env's peapods.
+func (e *podEnv) madeIDs() []string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return slices.Clone(e.made)
 }
 
 // ctrdCtx is a context for containerd calls in the env's namespace.
@@ -365,20 +409,20 @@ func ipAllocations(t *testing.T, id string) []string {
 }
 
 // hostPortRules lists the iptables NAT rules portmap made for the container
-// ID; ok is false when iptables-save cannot be run.
-func hostPortRules(t *testing.T, id string) (rules []string, ok bool) {
+// ID. The lab installs iptables (conformance/packages.sh): a failing
+// iptables-save fails the test.
+func hostPortRules(t *testing.T, id string) (rules []string) {
 	t.Helper()
 	out, err := exec.Command("iptables-save", "-t", "nat").Output()
 	if err != nil {
-		t.Logf("iptables-save: %v: not checking hostPort rules", err)
-		return nil, false
+		t.Fatalf("iptables-save, to check hostPort rules: %v", err)
 	}
 	for _, line := range strings.Split(string(out), "\n") {
 		if strings.Contains(line, `id: \"`+id+`\"`) {
 			rules = append(rules, line)
 		}
 	}
-	return rules, true
+	return rules
 }
 
 // processesOf lists the processes whose cgroup or command line names one of
@@ -412,6 +456,18 @@ func processesOf(ids ...string) []string {
 // rules and processes. Every pod of the env must have been removed.
 func (e *podEnv) leftovers(sandboxID string, containerIDs ...string) error {
 	e.t.Helper()
+	var sandboxes []string
+	if sandboxID != "" {
+		sandboxes = []string{sandboxID}
+	}
+	return e.leftoversOf(sandboxes, append(sandboxes, containerIDs...))
+}
+
+// leftoversOf is leftovers for any number of sandboxes: what is left of
+// the env's pods, the CNI results, IPs and hostPort rules of sandboxes,
+// and the processes of ids.
+func (e *podEnv) leftoversOf(sandboxes, ids []string) error {
+	e.t.Helper()
 	var errs []error
 	add := func(what string, items []string) {
 		if len(items) > 0 {
@@ -424,17 +480,11 @@ func (e *podEnv) leftovers(sandboxID string, containerIDs ...string) error {
 	add("mounts under the state directory", e.mountsUnderState())
 	add("sandbox directories", e.sandboxDirs())
 	add("sandbox store records", e.sandboxStoreRecords())
-	if sandboxID != "" {
-		add("CNI results cached for sandbox "+sandboxID, e.cniCacheFiles(sandboxID))
-		add("IP allocations of sandbox "+sandboxID, ipAllocations(e.t, sandboxID))
-		rules, _ := hostPortRules(e.t, sandboxID)
-		add("hostPort rules", rules)
+	for _, id := range sandboxes {
+		add("CNI results cached for sandbox "+id, e.cniCacheFiles(id))
+		add("IP allocations of sandbox "+id, ipAllocations(e.t, id))
+		add("hostPort rules of sandbox "+id, hostPortRules(e.t, id))
 	}
-	var ids []string
-	if sandboxID != "" {
-		ids = append(ids, sandboxID)
-	}
-	ids = append(ids, containerIDs...)
 	if len(ids) > 0 {
 		add("processes", processesOf(ids...))
 	}
@@ -665,7 +715,7 @@ func TestPodLifecycle(t *testing.T) {
 	if _, err := os.Stat(netnsPath); err != nil {
 		t.Errorf("netns of the ready pod: %v", err)
 	}
-	if rules, ok := hostPortRules(t, sbID); ok && len(rules) == 0 {
+	if rules := hostPortRules(t, sbID); len(rules) == 0 {
 		t.Errorf("no hostPort rule names %s", sbID)
 	}
 	list, err := rt.ListPodSandbox(callCtx(t), &runtime.ListPodSandboxRequest{})
@@ -751,13 +801,10 @@ func TestPodLifecycle(t *testing.T) {
 		t.Errorf("ExecSync with a 1 s timeout answered after %s", took)
 	}
 	t.Logf("ExecSync with a 1 s timeout answered in %s: %v", took, err)
-	eventually(t, 5*time.Second, "the timed-out exec is killed", func() error {
-		ps, _ := execSync(t, rt, clientID, "ps", "-o", "pid,args")
-		if strings.Contains(ps, "sleep 10") {
-			return fmt.Errorf("still running:\n%s", ps)
-		}
-		return nil
-	})
+	// The exec was killed, and its exit awaited, before the answer.
+	if ps, _ := execSync(t, rt, clientID, "ps", "-o", "pid,args"); strings.Contains(ps, "sleep 10") {
+		t.Errorf("the timed-out exec still runs:\n%s", ps)
+	}
 
 	// StopContainer: SIGKILL at once with no timeout; the stop signal with one.
 	if _, err := rt.StopContainer(podCtx(t), &runtime.StopContainerRequest{ContainerId: webID, Timeout: 0}); err != nil {
@@ -800,7 +847,7 @@ func TestPodLifecycle(t *testing.T) {
 	if ips := ipAllocations(t, sbID); len(ips) != 0 {
 		t.Errorf("host-local allocations of %s after StopPodSandbox: %q", sbID, ips)
 	}
-	if rules, _ := hostPortRules(t, sbID); len(rules) != 0 {
+	if rules := hostPortRules(t, sbID); len(rules) != 0 {
 		t.Errorf("hostPort rules after StopPodSandbox: %q", rules)
 	}
 	if _, err := httpGet(url); err == nil {
@@ -1443,10 +1490,14 @@ func TestExitReportedAfterItsLastOutput(t *testing.T) {
 			}
 			time.Sleep(2 * time.Millisecond)
 		}
+		if st.GetState() != runtime.ContainerState_CONTAINER_EXITED {
+			t.Errorf("container %d (printf; exit 1) is %s after 20 s, want EXITED", i, st.GetState())
+			continue
+		}
 		lines, err := readLog(st.GetLogPath())
 		want := fmt.Sprintf("DONE-%d", i)
 		if err != nil || len(lines) == 0 || lines[len(lines)-1].msg != want || lines[len(lines)-1].tag != "P" {
-			t.Errorf("container %d reported %s with its log %v (%v); want it to end with %s, partial", i, st.GetState(), lines, err, want)
+			t.Errorf("container %d reported exited with its log %v (%v); want it to end with %s, partial", i, lines, err, want)
 		}
 	}
 }

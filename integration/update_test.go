@@ -57,10 +57,9 @@ func TestUpdateContainerResources(t *testing.T) {
 	rt, _ = e.serve()
 	check("after a restart")
 
-	if _, err := rt.UpdateContainerResources(podCtx(t), &runtime.UpdateContainerResourcesRequest{ContainerId: "no-such-container", Linux: res}); err == nil {
-		t.Error("UpdateContainerResources of an unknown container succeeded")
-	}
-	_, err := rt.UpdateContainerResources(podCtx(t), &runtime.UpdateContainerResourcesRequest{Linux: res})
+	_, err := rt.UpdateContainerResources(podCtx(t), &runtime.UpdateContainerResourcesRequest{ContainerId: "no-such-container", Linux: res})
+	wantCode(t, "UpdateContainerResources of an unknown container", err, codes.NotFound)
+	_, err = rt.UpdateContainerResources(podCtx(t), &runtime.UpdateContainerResourcesRequest{Linux: res})
 	wantCode(t, "UpdateContainerResources without an ID", err, codes.InvalidArgument)
 }
 

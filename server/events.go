@@ -1,6 +1,7 @@
 package server
 
 import (
+	"google.golang.org/grpc/metadata"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/peapod-cri/peapod/eventbus"
@@ -14,12 +15,17 @@ var eventTypes = map[eventbus.Type]runtime.ContainerEventType{
 }
 
 // GetContainerEvents streams lifecycle events of containers and sandboxes
-// from the moment of the call, each with its pod's status and the statuses
+// from the moment its header is sent, each with its pod's status and the statuses
 // of the pod's containers, as the kubelet's evented PLEG expects.
 func (s *Service) GetContainerEvents(_ *runtime.GetEventsRequest, stream runtime.RuntimeService_GetContainerEventsServer) error {
 	ctx := stream.Context()
 	events, stop := s.events.Subscribe()
 	defer stop()
+	// The header tells the client that the subscription is in place: one
+	// that waits for it (the stream's Header) misses no event after that.
+	if err := stream.SendHeader(metadata.MD{}); err != nil {
+		return err
+	}
 	for {
 		select {
 		case <-ctx.Done():

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -14,10 +15,19 @@ import (
 type fakeRecovery struct {
 	done chan struct{}
 	err  error
+	// waiting, when set, is closed at the second call of Done: a call
+	// that found recovery not done asks again to wait for it.
+	waiting chan struct{}
+	asked   atomic.Int32
 }
 
-func (f *fakeRecovery) Done() <-chan struct{} { return f.done }
-func (f *fakeRecovery) Err() error            { return f.err }
+func (f *fakeRecovery) Done() <-chan struct{} {
+	if f.asked.Add(1) == 2 && f.waiting != nil {
+		close(f.waiting)
+	}
+	return f.done
+}
+func (f *fakeRecovery) Err() error { return f.err }
 
 func TestAwaitRecovery(t *testing.T) {
 	defer func(w time.Duration) { recoveryWait = w }(recoveryWait)
@@ -35,9 +45,14 @@ func TestAwaitRecovery(t *testing.T) {
 		t.Errorf("ListPodSandbox during recovery = %v, want Unavailable with the last attempt's error", err)
 	}
 
-	// A call made during recovery goes on once it is done.
-	go func() { time.Sleep(30 * time.Millisecond); close(pending.done) }()
-	if err := awaitRecovery(ctx, pending, "ListPodSandbox"); err != nil {
+	// A call made during recovery goes on once it is done, however long
+	// before the call's own bound: recovery ends while the call waits.
+	recoveryWait = time.Hour
+	waiting := &fakeRecovery{done: make(chan struct{}), waiting: make(chan struct{})}
+	go func() { <-waiting.waiting; close(waiting.done) }()
+	bounded, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := awaitRecovery(bounded, waiting, "ListPodSandbox"); err != nil {
 		t.Errorf("ListPodSandbox when recovery finishes meanwhile: %v", err)
 	}
 	if err := awaitRecovery(ctx, nil, "RunPodSandbox"); err != nil {
