@@ -8,7 +8,8 @@
 # peapod runs get an instance of their own (the kubelet removes every pod it
 # did not create), and the suite starts and stops the kubelet itself. Each
 # run ends with one line: "kubelet <target>: N passed, N failed". peapod's
-# runs must pass; the reference's result is printed beside them.
+# runs must pass, and skip no check the reference passes (compare.sh); the
+# reference's result is printed beside them.
 # Uses ports 10248, 10250 and 10255: never run it beside another kubelet.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
@@ -32,13 +33,13 @@ busy=$(ss -Htln 2>/dev/null | awk '{print $4}' | grep -E ':(10248|10250|10255)$'
 suite=$LAB_STATE/kubelet-suite.test
 (cd "$REPO_DIR" && go test -c -tags kubelet -o "$suite" ./conformance/kubelet)
 
-failed=() summaries=()
+failed=() summaries=() peapod_runs=()
 # suite_run NAME ENDPOINT HELD [suite flags]: one run of the suite.
 suite_run() {
 	local name=$1 ep=$2 held=$3 out rc=0 passed failed_n
 	shift 3
 	out=$LAB_STATE/results/kubelet-$name.txt
-	mkdir -p "$(dirname "$out")"
+	mkdir -p "$(dirname "$out")" "${out%.txt}"
 	log "kubelet suite against $name ($ep)"
 	"$suite" -test.v -test.count=1 -test.timeout 20m ${run_re:+-test.run "$run_re"} \
 		-endpoint "$ep" -kubelet "$LAB_BIN/kubelet" -root "$LAB_STATE/kubelet-$name" "$@" 2>&1 | tee "$out" || rc=$?
@@ -46,9 +47,13 @@ suite_run() {
 	passed=$(grep -cE -- '--- PASS: TestKubelet/[^/ ]+/' "$out" || true)
 	failed_n=$(grep -cE -- '--- FAIL: TestKubelet/[^/ ]+/' "$out" || true)
 	[ "$rc" = 0 ] || [ "$failed_n" -gt 0 ] || failed_n=1   # the suite itself failed
+	# specs.tsv for compare.sh: state<TAB>check<TAB>reason, leaf checks only.
+	sed -nE 's/^ *--- (PASS|FAIL|SKIP): (TestKubelet\/[^/ ]+\/[^ ]+) .*/\1\t\2\t/p' "$out" |
+		sed -e 's/^PASS/passed/' -e 's/^FAIL/failed/' -e 's/^SKIP/skipped/' >"${out%.txt}/specs.tsv"
 	summaries+=("kubelet $name: $passed passed, $failed_n failed")
-	if [ "$rc" != 0 ] && [ "$held" = held ]; then
-		failed+=("$name")
+	if [ "$held" = held ]; then
+		peapod_runs+=("${out%.txt}")
+		[ "$rc" = 0 ] || failed+=("$name")
 	fi
 }
 
@@ -71,6 +76,10 @@ fi
 echo
 echo "== kubelet suite summary"
 printf '%s\n' "${summaries[@]}"
+if [ "$reference" = 1 ]; then
+	"$LAB_DIR/compare.sh" --suite kubelet --reference "$LAB_STATE/results/kubelet-containerd-2.4-builtin" \
+		"${peapod_runs[@]}" || failed+=("behind containerd-2.4-builtin")
+fi
 if [ ${#failed[@]} -gt 0 ]; then
 	die "kubelet suite runs that failed: ${failed[*]} (see above)"
 fi

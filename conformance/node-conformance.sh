@@ -19,7 +19,8 @@
 # that only shrinks) and node-conformance-cannot-pass.txt (specs this host
 # cannot pass, with the reason); the reference's result is reported beside.
 # Each run ends with "node-conformance <target>: N passed, N failed, N skipped",
-# then specs the reference passes and peapod fails are listed: there must be none.
+# then specs the reference passes and peapod fails or skips are listed: there
+# must be none, or the run fails (compare.sh).
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
@@ -133,18 +134,8 @@ echo
 echo "== node conformance summary"
 printf '%s\n' "${summaries[@]}"
 if [ "$reference" = 1 ]; then
-	refspecs=$LAB_STATE/node-conformance/$ref/specs.tsv
-	for name in "${peapod_names[@]}"; do
-		# Specs the reference passes and peapod does not.
-		behind=$(awk -F'\t' 'NR == FNR { if ($1 == "passed") ok[$2] = 1; next }
-			$1 == "failed" && ($2 in ok) { print "   " $2 }' "$refspecs" "$LAB_STATE/node-conformance/$name/specs.tsv")
-		if [ -n "$behind" ]; then
-			echo "-- $name fails what $ref passes:"
-			echo "$behind"
-		else
-			echo "$name passes every spec $ref passes"
-		fi
-	done
+	"$LAB_DIR/compare.sh" --suite node-conformance --reference "$LAB_STATE/node-conformance/$ref" \
+		"${peapod_names[@]/#/$LAB_STATE/node-conformance/}" || failed+=("behind $ref")
 fi
 if [ ${#failed[@]} -gt 0 ]; then
 	die "node conformance runs that did not meet their expectations: ${failed[*]} (see above)"

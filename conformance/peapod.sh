@@ -58,6 +58,7 @@ EOC
 		--containerd-address "$ctrd" --containerd-namespace "$ns" --registry-config-path "$LAB_CERTS_D" \
 		--cni-conf-dir "$LAB_CNI_CONF_DIR" --v 4 "$@" </dev/null >>"$logfile" 2>&1 &
 	echo $! >"$pidfile"
+	started=$SECONDS
 	wait_for "peapod $name on $sock (log: $logfile)" 20 serving
 	# Its start-up recovery is quick on an idle containerd, slower on one
 	# still collecting a test's garbage.
@@ -65,7 +66,7 @@ EOC
 		tail -n 40 "$logfile" >&2
 		die "peapod $name has not recovered its state from containerd in 120s (log: $logfile)"
 	fi
-	log "peapod $name serving $sock (pid $(cat "$pidfile"), containerd $ctrd, log $logfile)"
+	log "peapod $name serving $sock, recovered in $((SECONDS - started))s (pid $(cat "$pidfile"), containerd $ctrd, log $logfile)"
 	;;
 down)
 	stop_pidfile "$pidfile"

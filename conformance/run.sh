@@ -12,7 +12,8 @@
 #
 # peapod runs are held to expected-failures.txt: a failure not on the list
 # fails the run, a listed spec that passes is reported so the list can shrink.
-# The reference run only reports (its result is containerd's, not ours).
+# They are also held to the reference (compare.sh): a spec containerd's CRI
+# passes that peapod fails or skips fails the lab run.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
@@ -32,7 +33,7 @@ case " ${critest_args[*]-} " in *" --benchmark "*|*" --focus "*|*" --skip "*) ex
 
 "$LAB_DIR/prepare.sh"
 
-failed=() summaries=()
+failed=() summaries=() peapod_runs=()
 # run COUNTS NAME ENDPOINT [critest.sh args]: one critest run; when COUNTS is
 # "held", a run that misses its expectations fails the whole lab run.
 run() {
@@ -42,8 +43,9 @@ run() {
 	mkdir -p "$(dirname "$out")"
 	"$LAB_DIR/critest.sh" --endpoint "unix://$ep" --name "$name" "$@" ${critest_args[@]+"${critest_args[@]}"} 2>&1 | tee "$out" || rc=$?
 	summaries+=("$(grep -E "^critest $name: " "$out" | tail -n 1 || echo "critest $name: no summary")")
-	if [ "$rc" -ne 0 ] && [ "$counts" = held ]; then
-		failed+=("$name")
+	if [ "$counts" = held ]; then
+		peapod_runs+=("$LAB_STATE/results/$name")
+		[ "$rc" -eq 0 ] || failed+=("$name")
 	fi
 }
 
@@ -75,6 +77,10 @@ fi
 echo
 echo "== conformance summary"
 printf '%s\n' "${summaries[@]}"
+if [ "$reference" = 1 ]; then
+	"$LAB_DIR/compare.sh" --suite critest --reference "$LAB_STATE/results/containerd-2.4-builtin" \
+		"${peapod_runs[@]}" || failed+=("behind containerd-2.4-builtin")
+fi
 if [ ${#failed[@]} -gt 0 ]; then
 	die "critest runs that did not meet their expectations: ${failed[*]} (see above)"
 fi
