@@ -6,9 +6,9 @@ import (
 	"errors"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/containerd/errdefs"
@@ -127,42 +127,55 @@ func TestAuthFingerprint(t *testing.T) {
 	}
 }
 
-// registry serves /stall (a few bytes, then nothing until the client goes
-// away), /trickle (a byte every 20 ms for 500 ms) and /small (a few bytes).
-func registry(t *testing.T) *httptest.Server {
-	t.Helper()
-	quit := make(chan struct{})
-	mux := http.NewServeMux()
-	mux.HandleFunc("/stall", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Length", "1000")
-		_, _ = w.Write([]byte("some bytes"))
-		w.(http.Flusher).Flush()
-		select {
-		case <-r.Context().Done():
-		case <-quit:
-		}
-	})
-	mux.HandleFunc("/trickle", func(w http.ResponseWriter, r *http.Request) {
-		for range 25 {
-			if _, err := w.Write([]byte("x")); err != nil {
-				return
-			}
-			w.(http.Flusher).Flush()
-			select {
-			case <-r.Context().Done():
-				return
-			case <-quit:
-				return
-			case <-time.After(20 * time.Millisecond):
-			}
-		}
-	})
-	mux.HandleFunc("/small", func(w http.ResponseWriter, r *http.Request) {
-		_, _ = w.Write([]byte("done"))
-	})
-	srv := httptest.NewServer(mux)
-	t.Cleanup(func() { close(quit); srv.Close() })
-	return srv
+// registry is an in-memory registry for the progress watch, on the test's
+// virtual clock (testing/synctest): /stall (a few bytes, then nothing until
+// the request is cancelled), /trickle (a byte every 20 ms for 500 ms),
+// /small (a few bytes); any other path is refused as a closed port is.
+// On real time and a real socket, a loaded machine stretched the trickle's
+// 25 pauses past the test's bound, or one pause past the watch's timeout.
+type registry struct{}
+
+func (registry) RoundTrip(req *http.Request) (*http.Response, error) {
+	var body io.Reader
+	switch req.URL.Path {
+	case "/stall":
+		body = io.MultiReader(strings.NewReader("some bytes"), &stalled{ctx: req.Context()})
+	case "/trickle":
+		body = &trickle{ctx: req.Context(), left: 25}
+	case "/small":
+		body = strings.NewReader("done")
+	default:
+		return nil, errors.New("connection refused")
+	}
+	return &http.Response{StatusCode: http.StatusOK, Body: io.NopCloser(body), Request: req}, nil
+}
+
+// stalled reads nothing until its request is cancelled.
+type stalled struct{ ctx context.Context }
+
+func (s *stalled) Read([]byte) (int, error) {
+	<-s.ctx.Done()
+	return 0, s.ctx.Err()
+}
+
+// trickle reads a byte every 20 ms until left is spent.
+type trickle struct {
+	ctx  context.Context
+	left int
+}
+
+func (r *trickle) Read(p []byte) (int, error) {
+	if r.left == 0 {
+		return 0, io.EOF
+	}
+	select {
+	case <-r.ctx.Done():
+		return 0, r.ctx.Err()
+	case <-time.After(20 * time.Millisecond):
+	}
+	r.left--
+	p[0] = 'x'
+	return 1, nil
 }
 
 const (
@@ -170,21 +183,17 @@ const (
 	// quietWait is how long a test waits to see that the watch does not
 	// cancel: past the timeout by two of the watch's ticks (timeout/4).
 	quietWait = watchTimeout + watchTimeout/2
-	// cancelWait bounds the wait for a cancellation that must come.
-	cancelWait = 3 * watchTimeout
 )
 
-// watched returns a context cancelled by a progressWatch, and an HTTP client
-// whose requests the watch sees.
+// watched gives a context cancelled by a progress watch, and a client
+// whose downloads the watch follows.
 func watched(t *testing.T) (context.Context, *progressWatch, *http.Client) {
 	t.Helper()
 	ctx, cancel := context.WithCancelCause(context.Background())
 	t.Cleanup(func() { cancel(nil) })
 	w := newProgressWatch(watchTimeout, cancel)
 	t.Cleanup(w.stop)
-	tr := &http.Transport{}
-	t.Cleanup(tr.CloseIdleConnections)
-	return ctx, w, &http.Client{Transport: w.wrap(tr)}
+	return ctx, w, &http.Client{Transport: w.wrap(registry{})}
 }
 
 // get starts a GET and reads its body in the background until EOF or error.
@@ -208,55 +217,47 @@ func get(t *testing.T, ctx context.Context, c *http.Client, url string) <-chan e
 	return done
 }
 
+// The watch runs on the virtual clock of a synctest bubble, so the times
+// below are exact: each case holds on any machine, however loaded.
 func TestProgressWatch(t *testing.T) {
-	srv := registry(t)
+	const url = "http://registry.test"
+	bubble := func(name string, f func(t *testing.T)) {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			synctest.Test(t, f)
+		})
+	}
 
-	t.Run("stalled download is cancelled", func(t *testing.T) {
-		t.Parallel()
+	bubble("stalled download is cancelled", func(t *testing.T) {
 		ctx, w, c := watched(t)
 		start := time.Now()
-		read := get(t, ctx, c, srv.URL+"/stall")
-		select {
-		case <-ctx.Done():
-		case <-time.After(cancelWait):
-			t.Fatalf("not cancelled after %s of no progress (%d bytes)", time.Since(start), w.bytes.Load())
+		read := get(t, ctx, c, url+"/stall")
+		<-ctx.Done()
+		// The watch ticks every timeout/4: it sees the stall at its first
+		// tick past the timeout.
+		if took, want := time.Since(start), watchTimeout+watchTimeout/4; took != want {
+			t.Errorf("cancelled after %s of no progress, want %s", took, want)
 		}
-		took := time.Since(start)
-		if took < watchTimeout {
-			t.Errorf("cancelled after %s, before the %s timeout", took, watchTimeout)
-		}
-		cause := context.Cause(ctx)
-		if !errors.Is(cause, errNoProgress) {
+		if cause := context.Cause(ctx); !errors.Is(cause, errNoProgress) {
 			t.Errorf("cause = %v, want errNoProgress", cause)
 		}
 		if w.bytes.Load() != int64(len("some bytes")) {
 			t.Errorf("counted %d bytes, want %d", w.bytes.Load(), len("some bytes"))
 		}
 		// The cancellation ends the stalled read.
-		select {
-		case err := <-read:
-			if err == nil {
-				t.Error("stalled read ended without an error")
-			}
-		case <-time.After(time.Second):
-			t.Error("stalled read not ended by the cancellation")
+		if err := <-read; err == nil {
+			t.Error("stalled read ended without an error")
 		}
-		t.Logf("cancelled after %s: %v", took, cause)
 	})
 
-	t.Run("steady download is not cancelled", func(t *testing.T) {
-		t.Parallel()
+	bubble("steady download is not cancelled", func(t *testing.T) {
 		ctx, w, c := watched(t)
-		read := get(t, ctx, c, srv.URL+"/trickle")
-		select {
-		case <-ctx.Done():
-			t.Fatalf("cancelled while bytes arrive: %v", context.Cause(ctx))
-		case err := <-read:
-			if err != nil {
-				t.Fatal(err)
-			}
-		case <-time.After(cancelWait):
-			t.Fatal("trickle did not finish")
+		start := time.Now()
+		if err := <-get(t, ctx, c, url+"/trickle"); err != nil {
+			t.Fatal(err)
+		}
+		if took := time.Since(start); took != 500*time.Millisecond {
+			t.Errorf("the trickle took %s, want 500ms", took)
 		}
 		if w.bytes.Load() != 25 {
 			t.Errorf("counted %d bytes, want 25", w.bytes.Load())
@@ -266,72 +267,61 @@ func TestProgressWatch(t *testing.T) {
 		}
 	})
 
-	t.Run("nothing in flight is not cancelled", func(t *testing.T) {
-		t.Parallel()
+	bubble("nothing in flight is not cancelled", func(t *testing.T) {
 		ctx, w, c := watched(t)
 		// A finished request (body read and closed) is not in flight either.
-		if err := <-get(t, ctx, c, srv.URL+"/small"); err != nil {
+		if err := <-get(t, ctx, c, url+"/small"); err != nil {
 			t.Fatal(err)
 		}
 		if n := w.inflight.Load(); n != 0 {
 			t.Errorf("%d requests in flight after the body was closed", n)
 		}
-		select {
-		case <-ctx.Done():
+		time.Sleep(quietWait)
+		if ctx.Err() != nil {
 			t.Fatalf("cancelled with nothing in flight: %v", context.Cause(ctx))
-		case <-time.After(quietWait):
 		}
 	})
 
-	t.Run("nothing in flight for too long is cancelled", func(t *testing.T) {
-		t.Parallel()
+	bubble("nothing in flight for too long is cancelled", func(t *testing.T) {
 		// A hung unpack: the downloads ended, containerd never returns.
 		ctx, _, c := watched(t)
-		if err := <-get(t, ctx, c, srv.URL+"/small"); err != nil {
+		start := time.Now()
+		if err := <-get(t, ctx, c, url+"/small"); err != nil {
 			t.Fatal(err)
 		}
-		start := time.Now()
-		select {
-		case <-ctx.Done():
-		case <-time.After(unpackIdleFactor*watchTimeout + cancelWait):
-			t.Fatalf("not cancelled after %s with nothing in flight", time.Since(start))
-		}
-		if took := time.Since(start); took < (unpackIdleFactor-1)*watchTimeout {
-			t.Errorf("cancelled after %s, before %d times the timeout", took, unpackIdleFactor)
+		<-ctx.Done()
+		if took, want := time.Since(start), unpackIdleFactor*watchTimeout+watchTimeout/4; took != want {
+			t.Errorf("cancelled after %s with nothing in flight, want %s", took, want)
 		}
 		if cause := context.Cause(ctx); !errors.Is(cause, errNoProgress) {
 			t.Errorf("cause = %v, want errNoProgress", cause)
 		}
 	})
 
-	t.Run("failed request is not in flight", func(t *testing.T) {
-		t.Parallel()
+	bubble("failed request is not in flight", func(t *testing.T) {
 		ctx, w, c := watched(t)
-		if err := <-get(t, ctx, c, "http://127.0.0.1:1/refused"); err == nil {
-			t.Fatal("request to a closed port succeeded")
+		if err := <-get(t, ctx, c, url+"/refused"); err == nil {
+			t.Fatal("a refused request succeeded")
 		}
 		if n := w.inflight.Load(); n != 0 {
 			t.Errorf("%d requests in flight after a failed request", n)
 		}
-		select {
-		case <-ctx.Done():
+		time.Sleep(quietWait)
+		if ctx.Err() != nil {
 			t.Fatalf("cancelled after a failed request: %v", context.Cause(ctx))
-		case <-time.After(quietWait):
 		}
 	})
 
-	t.Run("zero timeout never cancels", func(t *testing.T) {
-		t.Parallel()
+	bubble("zero timeout never cancels", func(t *testing.T) {
 		ctx, cancel := context.WithCancelCause(context.Background())
 		defer cancel(nil)
 		w := newProgressWatch(0, cancel)
 		defer w.stop()
-		c := &http.Client{Transport: w.wrap(nil)}
-		read := get(t, ctx, c, srv.URL+"/stall")
-		select {
-		case <-ctx.Done():
+		c := &http.Client{Transport: w.wrap(registry{})}
+		read := get(t, ctx, c, url+"/stall")
+		time.Sleep(time.Hour)
+		if ctx.Err() != nil {
 			t.Fatalf("cancelled with no timeout: %v", context.Cause(ctx))
-		case <-time.After(quietWait):
 		}
 		cancel(nil)
 		<-read
