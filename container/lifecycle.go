@@ -542,7 +542,7 @@ func (m *Manager) Remove(ctx context.Context, id string) error {
 			_, terr = task.Delete(ctx, client.WithProcessKill)
 			terr = shimreaper.DeleteClosed(ctx, m.client.TaskService(), c.ID, terr)
 		} else if errdefs.IsNotFound(terr) {
-			terr = shimreaper.DeleteUnlisted(ctx, m.client.TaskService(), c.ID)
+			terr = shimreaper.DeleteTask(ctx, m.client.TaskService(), c.ID)
 			m.releaseLost(ctx, c.ID)
 			if oerr := m.deleteRuntimeOrphan(ctx, &c); oerr != nil {
 				klog.ErrorS(oerr, "Deleting what a task create cut short left in the OCI runtime", "id", c.ID)

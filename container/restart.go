@@ -12,8 +12,7 @@ import (
 
 	tasks "github.com/containerd/containerd/api/services/tasks/v1"
 	tasktypes "github.com/containerd/containerd/api/types/task"
-	"github.com/containerd/errdefs"
-	"github.com/containerd/errdefs/pkg/errgrpc"
+	"golang.org/x/sys/unix"
 	"k8s.io/klog/v2"
 
 	"github.com/peapod-cri/peapod/containerio"
@@ -89,17 +88,12 @@ func (m *Manager) recoverIO(ctx context.Context) error {
 }
 
 // finishStart settles a container recorded as created that has a task:
-// peapod died inside StartContainer, after creating the task. One that was
-// started is adopted (see settleTask). One never started is kept, with its
-// IO, for the container's next StartContainer to start: deleting it for
-// that Start to make another with the same ID is unsafe on containerd 1.6,
-// whose clean-up after the old task's shim disconnects runs late and by ID,
-// and so can unlist (and report exited) the new task.
+// peapod died inside StartContainer, after creating the task (see
+// settleTask). One never started is deleted now, as containerd's CRI
+// deletes it at its start, for the container's next StartContainer to make
+// its own (after letGo: containerd 1.6's clean-up after the old task's
+// shim runs late and by ID). One that was started is adopted.
 func (m *Manager) finishStart(ctx context.Context, c Container, p *tasktypes.Process) {
-	if p.GetStatus() == tasktypes.Status_CREATED {
-		klog.InfoS("Keeping the task of a container whose start was interrupted, for its next start", "id", c.ID)
-		return
-	}
 	unlock := m.index.Lock(c.ID)
 	defer unlock()
 	if cur, err := m.index.Get(c.ID); err != nil || cur.State != StateCreated {
@@ -113,33 +107,27 @@ func (m *Manager) finishStart(ctx context.Context, c Container, p *tasktypes.Pro
 // settleTask carries on with the task p that a Start cut short (by a crash
 // of peapod, or a break of containerd) left to created container id, as
 // that Start would have; the caller holds the container's lock. A task
-// never started is started now, unless its IO is gone: a fifo relay (see
-// prepareStdio) that was lost with the IO server's registration. That one
-// is deleted, for a new task to be made (after letGo). A task that was
-// started is adopted: the container is running (or has exited since), and
-// watched. It reports whether the start is settled (started or adopted).
+// never started is deleted, for a new task to be made (after letGo), as
+// containerd's CRI makes a new task for every start: whether its output is
+// copied cannot be told. A shim whose create containerd's restart cut off
+// (the request's context ended with the connection) may hold a created
+// task whose output it no longer copies; started, its container died of
+// SIGPIPE at its first write (TestChaos met it on containerd 1.6). A task
+// that was started is adopted: the container is running (or has exited
+// since), and watched. It reports whether the start is settled (adopted).
 func (m *Manager) settleTask(ctx context.Context, id string, p *tasktypes.Process) (bool, error) {
 	if p.GetStatus() == tasktypes.Status_CREATED {
-		if has, err := m.hasIO(ctx, id); err != nil {
-			return false, err
-		} else if !has {
-			klog.InfoS("Deleting the task of a container whose start was interrupted: its IO process is gone", "id", id)
-			if _, err := m.client.TaskService().Delete(ctx, &tasks.DeleteTaskRequest{ContainerID: id}); err != nil &&
-				!errdefs.IsNotFound(errgrpc.ToNative(err)) {
-				return false, fmt.Errorf("deleting the unstarted task of container %s: %w", id, errgrpc.ToNative(err))
-			}
-			return false, nil
+		klog.InfoS("Deleting the unstarted task of a container whose start was interrupted", "id", id, "pid", p.GetPid())
+		// Killed first, as containerd's CRI does: the shim's delete waits
+		// (10 s on containerd 2.x) for the output of a process that runs.
+		ts := m.client.TaskService()
+		if _, err := ts.Kill(ctx, &tasks.KillRequest{ContainerID: id, Signal: uint32(unix.SIGKILL)}); err != nil {
+			klog.V(2).InfoS("Killing the unstarted task", "id", id, "err", err)
 		}
-		ctr, err := m.client.LoadContainer(ctx, id)
-		if err != nil {
-			return false, err
+		if err := shimreaper.DeleteTask(ctx, ts, id); err != nil {
+			return false, fmt.Errorf("deleting the unstarted task of container %s: %w", id, err)
 		}
-		task, err := ctr.Task(ctx, nil)
-		if err != nil {
-			return false, fmt.Errorf("loading the task of container %s: %w", id, err)
-		}
-		klog.InfoS("Starting the task of a container whose start was interrupted", "id", id, "pid", p.GetPid())
-		return true, m.startTask(ctx, id, task)
+		return false, nil
 	}
 	klog.InfoS("Adopting a container whose start was interrupted", "id", id, "pid", p.GetPid(), "status", p.GetStatus())
 	m.endStartAttempt(id)
@@ -174,7 +162,7 @@ func (m *Manager) settleTask(ctx context.Context, id string, p *tasktypes.Proces
 // lost, so the wait lasts as long as a shim of the ID (or its clean-up)
 // runs, which containerd bounds: settleTimeout is only a backstop.
 func (m *Manager) letGo(ctx context.Context, id string) error {
-	if err := shimreaper.DeleteUnlisted(ctx, m.client.TaskService(), id); err != nil {
+	if err := shimreaper.DeleteTask(ctx, m.client.TaskService(), id); err != nil {
 		return fmt.Errorf("deleting the shim containerd holds for container %s: %w", id, err)
 	}
 	deadline := time.Now().Add(settleTimeout)

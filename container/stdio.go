@@ -91,17 +91,6 @@ func (m *Manager) prepareStdio(ctx context.Context, c *Container) (*taskStdio, e
 	return &taskStdio{config: cfg}, nil
 }
 
-// hasIO reports whether the IO server serves container id.
-func (m *Manager) hasIO(ctx context.Context, id string) (bool, error) {
-	var has bool
-	err := m.io.call(ctx, func(cl containerio.Client) error {
-		var err error
-		has, err = cl.Has(ctx, id)
-		return err
-	})
-	return has, err
-}
-
 // ensureFifo makes a fifo at path, unless one is there (a retried start's:
 // the IO server may be reading it). An empty path is none.
 func ensureFifo(path string) error {

@@ -3,6 +3,7 @@
 package integration
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -13,9 +14,12 @@ import (
 
 	tasks "github.com/containerd/containerd/api/services/tasks/v1"
 	tasktypes "github.com/containerd/containerd/api/types/task"
+	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/peapod-cri/peapod/failpoint"
 )
 
 // What a restart of containerd leaves of a task, and what peapod makes of
@@ -30,7 +34,21 @@ import (
 // while Get finds no task. (peapod waited for the task to show, 13 s, then
 // failed the start.)
 func TestStartAfterContainerdRestartCutItShort(t *testing.T) {
-	t.Parallel()
+	for _, tc := range []struct {
+		name       string
+		peapodDies bool // peapod is SIGKILLed (and restarted) in the start too
+	}{
+		{"containerd restarts", false},
+		{"peapod dies, then containerd restarts", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			startAfterCutShort(t, tc.peapodDies)
+		})
+	}
+}
+
+func startAfterCutShort(t *testing.T, peapodDies bool) {
 	ctrd := startPrivateContainerd(t)
 	gate := newRuntimeGate(t) // before the env, whose clean-up runs the gated runtime
 	e := newPodEnv(t)
@@ -51,18 +69,27 @@ func TestStartAfterContainerdRestartCutItShort(t *testing.T) {
 	id := created.ContainerId
 
 	// The first start: held inside runc create while containerd restarts,
-	// then its create fails.
-	gate.arm()
+	// then its create fails. (Let go on, it is killed all the same: the
+	// shim runs runc in the context of containerd's request, which ends
+	// with containerd's connection.)
+	gate.arm("create")
 	first := make(chan error, 1)
 	go func() {
 		_, err := rt.StartContainer(podCtx(t), &runtime.StartContainerRequest{ContainerId: id})
 		first <- err
 	}()
 	gate.waitReached(t)
+	if peapodDies {
+		e.d.signal(syscall.SIGKILL)
+		e.d.wait(10 * time.Second)
+	}
 	ctrd.restart()
 	gate.release(true)
 	if err := <-first; status.Code(err) != codes.Unavailable {
 		t.Fatalf("StartContainer across containerd's restart = %v, want Unavailable", err)
+	}
+	if peapodDies {
+		rt, _ = e.serve()
 	}
 
 	// The retry starts the container.
@@ -81,6 +108,99 @@ func TestStartAfterContainerdRestartCutItShort(t *testing.T) {
 		}
 		return nil
 	})
+	removePodOf(t, rt, sb)
+	if err := e.leftovers(sb, id); err != nil {
+		t.Error(err)
+	}
+	if shims := shimsOf(e.ns, ctrd.sock); len(shims) > 0 {
+		t.Errorf("shims left: %q", shims)
+	}
+}
+
+// A task left unstarted by a StartContainer that peapod's death cut short
+// is not started by the next StartContainer, which makes a task of its
+// own, as containerd's CRI does: whether the old task's output is still
+// copied cannot be told. Here a delete of it by containerd (as containerd
+// cleans up after a create whose caller went away) is cut off by
+// containerd's restart while runc delete runs: the shim has closed the
+// task's output pipes, and keeps the task, created. (peapod started that
+// task, and its container died of SIGPIPE at its first write, exit 141:
+// TestChaos met it on containerd 1.6.)
+func TestStartAfterAnUnstartedTaskLostItsOutput(t *testing.T) {
+	t.Parallel()
+	ctrd := startPrivateContainerd(t)
+	gate := newRuntimeGate(t) // before the env, whose clean-up runs the gated runtime
+	e := newPodEnv(t)
+	e.containerd = ctrd.sock
+	e.config += gate.handler("gated")
+	rt, ic := e.serve()
+	pull(t, ic, busyboxRef)
+	cfg := e.podConfig("lost-output")
+	resp, err := rt.RunPodSandbox(podCtx(t), &runtime.RunPodSandboxRequest{Config: cfg, RuntimeHandler: "gated"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sb := resp.PodSandboxId
+	created, err := rt.CreateContainer(podCtx(t), &runtime.CreateContainerRequest{PodSandboxId: sb,
+		Config: busybox("app", "trap 'exit 7' TERM; echo up; while true; do sleep 0.1; done"), SandboxConfig: cfg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := created.ContainerId
+
+	// peapod dies between the task's create and its start.
+	e.d.signal(syscall.SIGKILL)
+	e.d.wait(10 * time.Second)
+	d := e.start(failpoint.EnvVar + "=container-start:after-task")
+	rt = d.waitServing()
+	_, err = rt.StartContainer(podCtx(t), &runtime.StartContainerRequest{ContainerId: id})
+	wantCode(t, "StartContainer as peapod dies", err, codes.Unavailable)
+	d.wait(10 * time.Second)
+
+	// A delete of the unstarted task, cut off by containerd's restart
+	// while runc delete runs.
+	gate.arm("delete")
+	deleted := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(namespaces.WithNamespace(context.Background(), e.ns), time.Minute)
+		defer cancel()
+		_, err := e.ctrd().TaskService().Delete(ctx, &tasks.DeleteTaskRequest{ContainerID: id})
+		deleted <- err
+	}()
+	gate.waitReached(t)
+	ctrd.restart()
+	gate.release(false)
+	if err := <-deleted; err == nil {
+		t.Fatal("the task's delete was not cut short by containerd's restart")
+	}
+	if ts := e.taskStatus(id); ts != "created" {
+		t.Fatalf("the task after its cut-short delete is %q, want created: the test did not make the state it tests", ts)
+	}
+	lost := e.taskPid(id)
+
+	rt, _ = e.serve()
+	if _, err := rt.StartContainer(podCtx(t), &runtime.StartContainerRequest{ContainerId: id}); err != nil {
+		t.Fatalf("StartContainer: %v", err)
+	}
+	if pid := e.taskPid(id); pid == lost {
+		t.Errorf("the started task is the one whose output was lost (pid %d)", pid)
+	}
+	st := containerStatus(t, rt, id).GetStatus()
+	eventually(t, 10*time.Second, "the container's output", func() error {
+		if lines, err := readLog(st.GetLogPath()); err != nil || len(lines) == 0 || lines[0].msg != "up" {
+			return fmt.Errorf("log %v, %v", lines, err)
+		}
+		return nil
+	})
+	if st := containerStatus(t, rt, id).GetStatus(); st.GetState() != runtime.ContainerState_CONTAINER_RUNNING {
+		t.Fatalf("container after its start: %s, exit %d (%s)", st.GetState(), st.GetExitCode(), st.GetReason())
+	}
+	if _, err := rt.StopContainer(podCtx(t), &runtime.StopContainerRequest{ContainerId: id, Timeout: 10}); err != nil {
+		t.Fatalf("StopContainer: %v", err)
+	}
+	if st := containerStatus(t, rt, id).GetStatus(); st.GetState() != runtime.ContainerState_CONTAINER_EXITED || st.GetExitCode() != 7 {
+		t.Errorf("stopped container: %s, exit %d; want EXITED, 7 (its TERM trap)", st.GetState(), st.GetExitCode())
+	}
 	removePodOf(t, rt, sb)
 	if err := e.leftovers(sb, id); err != nil {
 		t.Error(err)
@@ -204,14 +324,16 @@ func removePodOf(t *testing.T, rt runtime.RuntimeServiceClient, sb string) {
 	}
 }
 
-// runtimeGate holds runc create, while armed, until it is released.
+// runtimeGate holds a runc command (create, delete), while armed for it,
+// until it is released.
 type runtimeGate struct {
 	dir string
 }
 
 // newRuntimeGate makes an OCI runtime that is the lab's runc behind a
-// gate: while the gate is armed, each create waits, in its shim, until the
-// test releases it, and then fails or goes on.
+// gate: while the gate is armed for a command (create, or delete), each
+// run of it waits, in its shim, until the test releases it, and then fails
+// or goes on.
 func newRuntimeGate(t *testing.T) *runtimeGate {
 	t.Helper()
 	runc := os.Getenv("PEAPOD_TEST_RUNC")
@@ -221,15 +343,14 @@ func newRuntimeGate(t *testing.T) *runtimeGate {
 	g := &runtimeGate{dir: tempDir(t)}
 	script := fmt.Sprintf(`#!/bin/sh
 # The lab's runc, behind the test's gate.
+verb=$(cat %[1]s/armed 2>/dev/null)
 case " $* " in
-*" create "*)
-	if [ -e %[1]s/armed ]; then
-		: >%[1]s/reached
-		while [ -e %[1]s/armed ]; do sleep 0.05; done
-		if [ -e %[1]s/fail ]; then
-			echo "runc create failed by the test" >&2
-			exit 1
-		fi
+*" ${verb:-none} "*)
+	: >%[1]s/reached
+	while [ -e %[1]s/armed ]; do sleep 0.05; done
+	if [ -e %[1]s/fail ]; then
+		echo "runc $verb failed by the test" >&2
+		exit 1
 	fi
 	;;
 esac
@@ -247,15 +368,16 @@ func (g *runtimeGate) handler(name string) string {
 	return fmt.Sprintf("\n[runtimes.%s]\nbinary = %q\n", name, filepath.Join(g.dir, "runc"))
 }
 
-func (g *runtimeGate) arm() {
+// arm holds the next runs of runc's command verb (create, delete).
+func (g *runtimeGate) arm(verb string) {
 	os.Remove(filepath.Join(g.dir, "reached"))
 	os.Remove(filepath.Join(g.dir, "fail"))
-	os.WriteFile(filepath.Join(g.dir, "armed"), nil, 0o644)
+	os.WriteFile(filepath.Join(g.dir, "armed"), []byte(verb), 0o644)
 }
 
 func (g *runtimeGate) waitReached(t *testing.T) {
 	t.Helper()
-	eventually(t, 60*time.Second, "a runc create reaches the gate", func() error {
+	eventually(t, 60*time.Second, "a runc command reaches the gate", func() error {
 		_, err := os.Stat(filepath.Join(g.dir, "reached"))
 		return err
 	})

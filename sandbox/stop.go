@@ -201,7 +201,7 @@ func (m *Manager) deleteTask(ctx context.Context, id string) error {
 	}
 	task, err := ctr.Task(ctx, nil)
 	if errdefs.IsNotFound(err) {
-		if err := shimreaper.DeleteUnlisted(ctx, m.client.TaskService(), id); err != nil {
+		if err := shimreaper.DeleteTask(ctx, m.client.TaskService(), id); err != nil {
 			return fmt.Errorf("deleting pause task of sandbox %s: %w", id, err)
 		}
 		return nil

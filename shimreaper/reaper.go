@@ -3,7 +3,7 @@
 //
 // A task delete cut short (its caller, peapod, killed midway) leaves
 // containerd 2.x holding the task's shim while it lists no task: only
-// another delete lets that shim go (DeleteUnlisted).
+// another delete lets that shim go (DeleteTask).
 //
 // When a task create is cut short (its caller, peapod, killed midway) or
 // containerd restarts while a shim starts, containerd can delete the
@@ -34,11 +34,11 @@ import (
 	"k8s.io/klog/v2"
 )
 
-// DeleteUnlisted deletes the task of container id, for a caller that found
-// none listed: containerd may still hold its shim after a delete cut short.
-// A task that is really gone is not an error, nor is a shim that closed its
-// connection during the delete (see DeleteClosed).
-func DeleteUnlisted(ctx context.Context, ts tasks.TasksClient, id string) error {
+// DeleteTask deletes the task of container id, also for a caller that
+// found none listed: containerd may still hold its shim after a delete cut
+// short. A task that is really gone is not an error, nor is a shim that
+// closed its connection during the delete (see DeleteClosed).
+func DeleteTask(ctx context.Context, ts tasks.TasksClient, id string) error {
 	_, err := ts.Delete(ctx, &tasks.DeleteTaskRequest{ContainerID: id})
 	return DeleteClosed(ctx, ts, id, errgrpc.ToNative(err))
 }
