@@ -7,7 +7,9 @@
 #
 # Each run prints one line: "chaos <containerd> run I/N: PASS|FAIL in Ss
 # (TestChaos Ts; K peapod kills; slowest step ...)". The full output of
-# every run is kept under $LAB_STATE/chaos/, the failing run's path printed.
+# every run is kept under $LAB_STATE/chaos/, the failing run's path printed,
+# with every peapod's log (each CRI call and how long it took) beside it in
+# run-I.peapod/, passed or failed.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
@@ -34,9 +36,10 @@ export PEAPOD_TEST_RUNC=$LAB_BIN/runc
 passed=0
 for ((i = 1; i <= runs; i++)); do
 	logf=$out/run-$i.log
+	rm -rf "$out/run-$i.peapod" && mkdir -p "$out/run-$i.peapod"
 	begin=$SECONDS rc=0
 	# The suite finds peapod's binaries and test data from the package dir.
-	(cd "$REPO_DIR/integration" && "$suite" -test.count=1 -test.timeout 30m -test.v -test.run "$run_re") >"$logf" 2>&1 || rc=$?
+	(cd "$REPO_DIR/integration" && PEAPOD_TEST_LOG_DIR=$out/run-$i.peapod "$suite" -test.count=1 -test.timeout 30m -test.v -test.run "$run_re") >"$logf" 2>&1 || rc=$?
 	wall=$((SECONDS - begin))
 	chaos_time=$(grep -oE -- '--- (PASS|FAIL): TestChaos \([0-9.]+s\)' "$logf" | grep -oE '[0-9.]+s' | tail -n 1 || true)
 	summary=$(grep -oE 'peapod SIGKILLed [0-9]+ times.*' "$logf" | tail -n 1 || true)

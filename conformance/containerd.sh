@@ -2,14 +2,14 @@
 # Runs the lab's containerd instances, each fully separate from any system
 # containerd and from each other (socket, ttrpc, root, state, shim sockets,
 # runc root, netns pins), with the built-in CRI plugin set up as the reference.
-#   containerd.sh up|down|status|address|binary 2.4|1.6
+#   containerd.sh up|down|clean|status|address|binary 2.4|1.6
 # 2.4: containerd 2.4.2 + runc 1.5.2 from $LAB_BIN.  1.6: Debian's containerd 1.6.20 + runc.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
 : "${LAB_SANDBOX_IMAGE:=registry.k8s.io/pause:3.10}"
 
-usage() { echo "usage: $0 up|down|status|address|binary 2.4|1.6" >&2; exit 2; }
+usage() { echo "usage: $0 up|down|clean|status|address|binary 2.4|1.6" >&2; exit 2; }
 [ $# -eq 2 ] || usage
 cmd=$1 t=$2
 sys_path=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
@@ -143,12 +143,17 @@ up() {
 	log "containerd $t up (pid $(cat "$pidf"))"
 }
 
-down() {
-	pid_alive "$pidf" || { rm -f "$pidf"; return 0; }
-	# Remove what critest or crictl left in the built-in CRI, so no shims linger.
+# clean removes the pods a suite left in the built-in CRI (the reference's),
+# so that no pod of one suite runs on beside the next, nor holds its hostPorts.
+clean() {
 	if [ -x "$LAB_BIN/crictl" ] && answers; then
 		timeout 120 "$LAB_BIN/crictl" -r "unix://$sock" rmp -af >/dev/null 2>&1 || true
 	fi
+}
+
+down() {
+	pid_alive "$pidf" || { rm -f "$pidf"; return 0; }
+	clean
 	stop_pidfile "$pidf"
 	log "containerd $t down"
 }
@@ -156,6 +161,7 @@ down() {
 case $cmd in
 up) up ;;
 down) down ;;
+clean) clean ;;
 status)
 	if pid_alive "$pidf" && answers; then echo "containerd $t: up, pid $(cat "$pidf"), unix://$sock"
 	else echo "containerd $t: down"; exit 3; fi ;;

@@ -74,6 +74,7 @@ if [ "$reference" = 1 ]; then
 	"$LAB_DIR/containerd.sh" up 2.4
 	suite_run containerd-2.4-builtin "unix://$("$LAB_DIR/containerd.sh" address 2.4)" reported \
 		-netns-dir "$LAB_RUN/containerd-2.4/state/netns"
+	"$LAB_DIR/containerd.sh" clean 2.4
 fi
 
 echo

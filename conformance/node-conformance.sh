@@ -120,6 +120,9 @@ for t in $targets; do
 	e2e_run "peapod-containerd-$t" "unix://$("$LAB_DIR/peapod.sh" address "$inst")" held \
 		"$("$LAB_DIR/containerd.sh" address "$t")" "$("$LAB_DIR/peapod.sh" namespace "$inst")"
 	peapod_names+=("peapod-containerd-$t")
+	# The suite leaves pods whose namespaces it deleted without waiting: they
+	# would run on beside later suites.
+	"$LAB_DIR/peapod.sh" clean "$inst"
 	"$LAB_DIR/peapod.sh" down "$inst"
 done
 
@@ -128,6 +131,7 @@ if [ "$reference" = 1 ]; then
 	"$LAB_DIR/containerd.sh" up 2.4
 	e2e_run "$ref" "unix://$("$LAB_DIR/containerd.sh" address 2.4)" reported \
 		"$("$LAB_DIR/containerd.sh" address 2.4)" k8s.io
+	"$LAB_DIR/containerd.sh" clean 2.4
 fi
 
 echo

@@ -187,8 +187,32 @@ func start(t *testing.T, o options) *daemon {
 		if t.Failed() {
 			t.Logf("peapod %s stderr:\n%s", o.socket, d.stderr.String())
 		}
+		keepLog(t, d.stderr.String())
 	})
 	return d
+}
+
+// logDirEnv names a directory where every peapod a test starts leaves its
+// log, passed or failed (chaos-loop.sh sets it): how long each call took
+// is in it.
+const logDirEnv = "PEAPOD_TEST_LOG_DIR"
+
+// keepLog appends one peapod's log to the test's file in $PEAPOD_TEST_LOG_DIR.
+func keepLog(t *testing.T, log string) {
+	dir := os.Getenv(logDirEnv)
+	if dir == "" {
+		return
+	}
+	name := filepath.Join(dir, strings.NewReplacer("/", "_", " ", "_").Replace(t.Name())+".log")
+	f, err := os.OpenFile(name, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		t.Logf("keeping peapod's log: %v", err)
+		return
+	}
+	defer f.Close()
+	if _, err := f.WriteString(log); err != nil {
+		t.Logf("keeping peapod's log: %v", err)
+	}
 }
 
 // ioServerPid is the PID of the IO server peapod started for state
