@@ -12,6 +12,7 @@ import (
 
 	tasks "github.com/containerd/containerd/api/services/tasks/v1"
 	tasktypes "github.com/containerd/containerd/api/types/task"
+	"github.com/containerd/errdefs"
 	"golang.org/x/sys/unix"
 	"k8s.io/klog/v2"
 
@@ -114,8 +115,15 @@ func (m *Manager) finishStart(ctx context.Context, c Container, p *tasktypes.Pro
 // task whose output it no longer copies; started, its container died of
 // SIGPIPE at its first write (TestChaos met it on containerd 1.6). A task
 // that was started is adopted: the container is running (or has exited
-// since), and watched. It reports whether the start is settled (adopted).
+// since), and watched. One whose state containerd cannot tell (UNKNOWN) is
+// left as it is, Unavailable: a later Start settles it. It reports whether
+// the start is settled (adopted).
 func (m *Manager) settleTask(ctx context.Context, id string, p *tasktypes.Process) (bool, error) {
+	if p.GetStatus() == tasktypes.Status_UNKNOWN {
+		// containerd 1.6 answers UNKNOWN for a task whose shim did not
+		// answer in time: whether it started cannot be told yet.
+		return false, fmt.Errorf("the task of container %s: its state cannot be told now (its shim does not answer): %w", id, errdefs.ErrUnavailable)
+	}
 	if p.GetStatus() == tasktypes.Status_CREATED {
 		klog.InfoS("Deleting the unstarted task of a container whose start was interrupted", "id", id, "pid", p.GetPid())
 		// Killed first, as containerd's CRI does: the shim's delete waits

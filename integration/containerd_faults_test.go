@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -442,6 +443,85 @@ func TestRecoveryAsksContainerdAgain(t *testing.T) {
 	})
 	removePodOf(t, rt, sb)
 	if err := e.leftovers(sb); err != nil {
+		t.Error(err)
+	}
+}
+
+// A container whose start peapod's death cut short, and whose task
+// containerd 1.6 cannot tell the state of (UNKNOWN: its shim does not
+// answer in time), is not taken for started: it stays created, a start
+// meanwhile is Unavailable, and once containerd can tell, the start makes
+// the container run. (Recovery adopted it as running, with no PID.)
+func TestStartOfATaskContainerdCannotTell(t *testing.T) {
+	t.Parallel()
+	proxy := startCtrdProxy(t, containerdSock) // before the env, whose clean-up goes through it
+	e := newPodEnv(t)
+	e.containerd = proxy.sock
+	rt, ic := e.serve()
+	pull(t, ic, busyboxRef)
+	cfg := e.podConfig("cannot-tell")
+	sb := runPod(t, rt, cfg)
+	created, err := rt.CreateContainer(podCtx(t), &runtime.CreateContainerRequest{PodSandboxId: sb,
+		Config: busybox("app", "trap 'exit 7' TERM; echo up; while true; do sleep 0.1; done"), SandboxConfig: cfg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := created.ContainerId
+	e.d.signal(syscall.SIGKILL)
+	e.d.wait(10 * time.Second)
+	d := e.start(failpoint.EnvVar + "=container-start:after-task")
+	rt = d.waitServing()
+	_, err = rt.StartContainer(podCtx(t), &runtime.StartContainerRequest{ContainerId: id})
+	wantCode(t, "StartContainer as peapod dies", err, codes.Unavailable)
+	d.wait(10 * time.Second)
+
+	// containerd answers as 1.6 does while the task's shim does not: the
+	// list with the task UNKNOWN, and Get of it UNKNOWN.
+	ctx, cancel := e.ctrdCtx()
+	real, err := e.ctrd().TaskService().List(ctx, &tasks.ListTasksRequest{})
+	cancel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	unknown := &tasktypes.Process{ID: id, Status: tasktypes.Status_UNKNOWN}
+	listed := &tasks.ListTasksResponse{}
+	for _, p := range real.GetTasks() {
+		if p.GetID() == id {
+			listed.Tasks = append(listed.Tasks, unknown)
+		} else {
+			listed.Tasks = append(listed.Tasks, p)
+		}
+	}
+	if len(listed.Tasks) != len(real.GetTasks()) || !slices.Contains(listed.Tasks, unknown) {
+		t.Fatalf("containerd lists no task of the container: the test made nothing to tell (%v)", real.GetTasks())
+	}
+	const list, get = "/containerd.services.tasks.v1.Tasks/List", "/containerd.services.tasks.v1.Tasks/Get"
+	proxy.answerNext(list, 1000, listed)
+	proxy.answerNext(get, 1000, &tasks.GetResponse{Process: unknown})
+	rt, _ = e.serve()
+	if st := containerStatus(t, rt, id).GetStatus(); st.GetState() != runtime.ContainerState_CONTAINER_CREATED {
+		t.Errorf("container whose task containerd cannot tell: %s, want CREATED", st.GetState())
+	}
+	_, err = rt.StartContainer(podCtx(t), &runtime.StartContainerRequest{ContainerId: id})
+	wantCode(t, "StartContainer while containerd cannot tell the task's state", err, codes.Unavailable)
+
+	proxy.answerNext(list, 0, listed) // containerd can tell again
+	proxy.answerNext(get, 0, unknown)
+	if _, err := rt.StartContainer(podCtx(t), &runtime.StartContainerRequest{ContainerId: id}); err != nil {
+		t.Fatalf("StartContainer once containerd can tell: %v", err)
+	}
+	st := containerStatus(t, rt, id).GetStatus()
+	if st.GetState() != runtime.ContainerState_CONTAINER_RUNNING {
+		t.Fatalf("container after its start: %s", st.GetState())
+	}
+	eventually(t, 10*time.Second, "the container's output", func() error {
+		if lines, err := readLog(st.GetLogPath()); err != nil || len(lines) == 0 || lines[0].msg != "up" {
+			return fmt.Errorf("log %v, %v", lines, err)
+		}
+		return nil
+	})
+	removePodOf(t, rt, sb)
+	if err := e.leftovers(sb, id); err != nil {
 		t.Error(err)
 	}
 }
