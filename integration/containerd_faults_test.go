@@ -19,8 +19,6 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
-
-	"github.com/peapod-cri/peapod/failpoint"
 )
 
 // What a restart of containerd leaves of a task, and what peapod makes of
@@ -103,12 +101,7 @@ func startAfterCutShort(t *testing.T, peapodDies bool) {
 	if st.GetState() != runtime.ContainerState_CONTAINER_RUNNING {
 		t.Fatalf("container after the retried start: %s (%s: %s)", st.GetState(), st.GetReason(), st.GetMessage())
 	}
-	eventually(t, 10*time.Second, "the container's output", func() error {
-		if lines, err := readLog(st.GetLogPath()); err != nil || len(lines) == 0 || lines[0].msg != "up" {
-			return fmt.Errorf("log %v, %v", lines, err)
-		}
-		return nil
-	})
+	wantFirstLine(t, st.GetLogPath(), "up")
 	removePodOf(t, rt, sb)
 	if err := e.leftovers(sb, id); err != nil {
 		t.Error(err)
@@ -150,13 +143,7 @@ func TestStartAfterAnUnstartedTaskLostItsOutput(t *testing.T) {
 	id := created.ContainerId
 
 	// peapod dies between the task's create and its start.
-	e.d.signal(syscall.SIGKILL)
-	e.d.wait(10 * time.Second)
-	d := e.start(failpoint.EnvVar + "=container-start:after-task")
-	rt = d.waitServing()
-	_, err = rt.StartContainer(podCtx(t), &runtime.StartContainerRequest{ContainerId: id})
-	wantCode(t, "StartContainer as peapod dies", err, codes.Unavailable)
-	d.wait(10 * time.Second)
+	e.crashInStart(id, "container-start:after-task")
 
 	// A delete of the unstarted task, cut off by containerd's restart
 	// while runc delete runs.
@@ -187,12 +174,7 @@ func TestStartAfterAnUnstartedTaskLostItsOutput(t *testing.T) {
 		t.Errorf("the started task is the one whose output was lost (pid %d)", pid)
 	}
 	st := containerStatus(t, rt, id).GetStatus()
-	eventually(t, 10*time.Second, "the container's output", func() error {
-		if lines, err := readLog(st.GetLogPath()); err != nil || len(lines) == 0 || lines[0].msg != "up" {
-			return fmt.Errorf("log %v, %v", lines, err)
-		}
-		return nil
-	})
+	wantFirstLine(t, st.GetLogPath(), "up")
 	if st := containerStatus(t, rt, id).GetStatus(); st.GetState() != runtime.ContainerState_CONTAINER_RUNNING {
 		t.Fatalf("container after its start: %s, exit %d (%s)", st.GetState(), st.GetExitCode(), st.GetReason())
 	}
@@ -467,13 +449,7 @@ func TestStartOfATaskContainerdCannotTell(t *testing.T) {
 		t.Fatal(err)
 	}
 	id := created.ContainerId
-	e.d.signal(syscall.SIGKILL)
-	e.d.wait(10 * time.Second)
-	d := e.start(failpoint.EnvVar + "=container-start:after-task")
-	rt = d.waitServing()
-	_, err = rt.StartContainer(podCtx(t), &runtime.StartContainerRequest{ContainerId: id})
-	wantCode(t, "StartContainer as peapod dies", err, codes.Unavailable)
-	d.wait(10 * time.Second)
+	e.crashInStart(id, "container-start:after-task")
 
 	// containerd answers as 1.6 does while the task's shim does not: the
 	// list with the task UNKNOWN, and Get of it UNKNOWN.
@@ -514,12 +490,7 @@ func TestStartOfATaskContainerdCannotTell(t *testing.T) {
 	if st.GetState() != runtime.ContainerState_CONTAINER_RUNNING {
 		t.Fatalf("container after its start: %s", st.GetState())
 	}
-	eventually(t, 10*time.Second, "the container's output", func() error {
-		if lines, err := readLog(st.GetLogPath()); err != nil || len(lines) == 0 || lines[0].msg != "up" {
-			return fmt.Errorf("log %v, %v", lines, err)
-		}
-		return nil
-	})
+	wantFirstLine(t, st.GetLogPath(), "up")
 	removePodOf(t, rt, sb)
 	if err := e.leftovers(sb, id); err != nil {
 		t.Error(err)

@@ -33,6 +33,8 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/peapod-cri/peapod/failpoint"
 )
 
 // The lab's pod network: a bridge with host-local IPAM and portmap.
@@ -670,6 +672,32 @@ func httpGet(url string) (string, error) {
 		return "", fmt.Errorf("GET %s: %s", url, resp.Status)
 	}
 	return string(b), nil
+}
+
+// wantFirstLine waits until the CRI log at path starts with the line msg.
+func wantFirstLine(t *testing.T, path, msg string) {
+	t.Helper()
+	eventually(t, 10*time.Second, "the container's first line of output", func() error {
+		if lines, err := readLog(path); err != nil || len(lines) == 0 || lines[0].msg != msg {
+			return fmt.Errorf("log %v, %v", lines, err)
+		}
+		return nil
+	})
+}
+
+// crashInStart has peapod die in a StartContainer of container id, at
+// failpoint fp: the env's peapod is killed and started again with the
+// failpoint armed, the start is answered Unavailable, and peapod is gone
+// when it returns (e.serve starts the next one).
+func (e *podEnv) crashInStart(id, fp string) {
+	e.t.Helper()
+	e.d.signal(syscall.SIGKILL)
+	e.d.wait(10 * time.Second)
+	d := e.start(failpoint.EnvVar + "=" + fp)
+	rt := d.waitServing()
+	_, err := rt.StartContainer(podCtx(e.t), &runtime.StartContainerRequest{ContainerId: id})
+	wantCode(e.t, "StartContainer as peapod dies", err, codes.Unavailable)
+	d.wait(10 * time.Second)
 }
 
 func wantCode(t *testing.T, what string, err error, want codes.Code) {

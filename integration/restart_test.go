@@ -545,14 +545,7 @@ func TestRestartFailpointsStartContainer(t *testing.T) {
 				t.Fatalf("CreateContainer: %v", err)
 			}
 			id := created.ContainerId
-			e.d.signal(syscall.SIGKILL)
-			e.d.wait(10 * time.Second)
-
-			d := e.start(failpoint.EnvVar + "=" + fp.name)
-			rt = d.waitServing()
-			_, err = rt.StartContainer(podCtx(t), &runtime.StartContainerRequest{ContainerId: id})
-			wantCode(t, "StartContainer as peapod dies", err, codes.Unavailable)
-			d.wait(10 * time.Second)
+			e.crashInStart(id, fp.name)
 
 			rt, _ = e.serve()
 			st := containerStatus(t, rt, id).GetStatus()
@@ -666,12 +659,7 @@ func TestRuntimeOrphanOfACutShortCreate(t *testing.T) {
 	if st.GetState() != runtime.ContainerState_CONTAINER_RUNNING {
 		t.Fatalf("started container is %s", st.GetState())
 	}
-	eventually(t, 10*time.Second, "the started container's output", func() error {
-		if lines, err := readLog(st.GetLogPath()); err != nil || len(lines) == 0 || lines[0].msg != "up" {
-			return fmt.Errorf("log %v, %v", lines, err)
-		}
-		return nil
-	})
+	wantFirstLine(t, st.GetLogPath(), "up")
 
 	if _, err := rt.RemoveContainer(podCtx(t), &runtime.RemoveContainerRequest{ContainerId: left}); err != nil {
 		t.Fatal(err)
