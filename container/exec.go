@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -177,7 +176,7 @@ func (m *Manager) startExec(ctx context.Context, id string, cmd []string, tty bo
 	pspec := *spec.Process
 	pspec.Args, pspec.Terminal = cmd, tty
 
-	fifoDir := filepath.Join(m.config.StateDir, "fifo")
+	fifoDir := m.execFifoDir(c.ID)
 	if err := os.MkdirAll(fifoDir, 0o700); err != nil {
 		return nil, err
 	}

@@ -103,6 +103,8 @@ type Manager struct {
 	// io is the IO server, which writes the containers' logs.
 	io      *ioServer
 	watchIO sync.Once
+	// leftExecs are the execs a dead peapod left (see execleft.go).
+	leftExecs leftExecs
 }
 
 // New returns a Manager. Its index is rebuilt from containerd by Recover,

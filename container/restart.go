@@ -22,7 +22,7 @@ import (
 )
 
 // Recover rebuilds the index from containerd at start-up, before the CRI is
-// served, and settles what a crash left: exits that happened while peapod
+// served, and settles what a crash left: execs (see OpenLeftExecs), exits that happened while peapod
 // was down, starts it cut short (see finishStart), tasks of exited
 // containers, image volumes of containers never made, checkpoints cut
 // short. It may be called again after an error, and is, until it succeeds.
@@ -42,6 +42,7 @@ func (m *Manager) Recover(ctx context.Context) error {
 		}
 		m.index.Add(c)
 	}
+	m.endLeftExecs(ctx)
 	err = errors.Join(m.recoverIO(ctx), m.resync(ctx), m.recoverImageVolumes(ctx), m.recoverCheckpoints())
 	if err != nil {
 		return err

@@ -496,3 +496,84 @@ func TestStartOfATaskContainerdCannotTell(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+// An exec whose start peapod asked for, then died: containerd passes the
+// start on to the shim all the same, and the shim opens the exec's output
+// fifos for writing before it runs the process, an open that waits for a
+// reader, which died with peapod. It holds the exec's lock meanwhile, and
+// on containerd 1.6 with it the whole shim: every State of the pod's tasks,
+// so every task List and Get touching the pod, waited containerd's 2 s and
+// answered UNKNOWN, until something happened to end the pod (TestChaos met
+// it after most containerd restarts it made on 1.6: recovery then took 6 s
+// and more). The next peapod reads what the dead one left, which lets the
+// shim through, and ends that exec.
+func TestExecStartLeftByADeadPeapod(t *testing.T) {
+	t.Parallel()
+	proxy := startCtrdProxy(t, containerdSock) // before the env, whose clean-up goes through it
+	e := newPodEnv(t)
+	e.containerd = proxy.sock
+	rt, ic := e.serve()
+	pull(t, ic, busyboxRef)
+	cfg := e.podConfig("exec-left")
+	sb := runPod(t, rt, cfg)
+	id := startContainer(t, rt, sb, cfg, busybox("app", "echo up; while true; do sleep 0.1; done"))
+
+	const start = "/containerd.services.tasks.v1.Tasks/Start"
+	held := proxy.holdNext(start)
+	execDone := make(chan error, 1)
+	go func() {
+		_, err := rt.ExecSync(podCtx(t), &runtime.ExecSyncRequest{ContainerId: id, Cmd: []string{"sh", "-c", "echo left; sleep 300"}})
+		execDone <- err
+	}()
+	select {
+	case <-held.arrived:
+	case err := <-execDone:
+		t.Fatalf("ExecSync answered (%v) before its start reached containerd", err)
+	case <-time.After(podTimeout):
+		t.Fatal("the exec's start did not reach containerd")
+	}
+	e.d.signal(syscall.SIGKILL)
+	e.d.wait(10 * time.Second)
+	wantCode(t, "ExecSync as peapod dies", <-execDone, codes.Unavailable)
+	held.pass()
+	// The shim waits to open the exec's output, which no one reads.
+	select {
+	case err := <-held.answered:
+		t.Fatalf("the exec's start was answered (%v) with no one to read its output: the test made nothing to settle", err)
+	case <-time.After(2 * time.Second):
+	}
+
+	rt, _ = e.serve()
+	select {
+	case err := <-held.answered:
+		t.Logf("the start of the exec the dead peapod left was answered: %v", err)
+	case <-time.After(15 * time.Second):
+		t.Fatal("the start of the exec the dead peapod left is not answered 15 s after the next peapod recovered: its shim still waits for a reader of the exec's output")
+	}
+	if st := e.taskStatus(id); st != "running" {
+		t.Errorf("the container's task is %q, want running", st)
+	}
+	ctx, cancel := e.ctrdCtx()
+	defer cancel()
+	if task := e.task(ctx, id); task == nil {
+		t.Error("the container has no task")
+	} else if pids, err := task.Pids(ctx); err != nil {
+		t.Error(err)
+	} else {
+		for _, p := range pids {
+			if cmd, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", p.Pid)); strings.Contains(string(cmd), "sleep\x00300") {
+				t.Errorf("the exec the dead peapod left still runs: %d %q", p.Pid, cmd)
+			}
+		}
+	}
+	if dirs := e.execFifoDirs(); len(dirs) > 0 {
+		t.Errorf("the fifos of the exec the dead peapod left are still there: %q", dirs)
+	}
+	if out, code := execSync(t, rt, id, "echo", "again"); out != "again\n" || code != 0 {
+		t.Errorf("an exec after recovery: %q, exit %d", out, code)
+	}
+	removePodOf(t, rt, sb)
+	if err := e.leftovers(sb, id); err != nil {
+		t.Error(err)
+	}
+}

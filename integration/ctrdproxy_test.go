@@ -32,7 +32,20 @@ type ctrdProxy struct {
 	// answer holds, per full method name, an answer the next calls get
 	// instead of containerd's, and how many more.
 	answer map[string]cannedAnswer
+	// hold holds, per full method name, the next call to hold (holdNext).
+	hold    map[string]*heldCall
+	stopped chan struct{}
 }
+
+// heldCall is a call the proxy holds until the test passes it on.
+type heldCall struct {
+	arrived  chan struct{} // closed when the call has reached the proxy
+	passOn   chan struct{} // closed by pass
+	answered chan error    // containerd's answer, once passed on
+}
+
+// pass passes the held call on to containerd.
+func (h *heldCall) pass() { close(h.passOn) }
 
 type cannedAnswer struct {
 	msg []byte
@@ -43,7 +56,8 @@ type cannedAnswer struct {
 // at upstream.
 func startCtrdProxy(t *testing.T, upstream string) *ctrdProxy {
 	t.Helper()
-	p := &ctrdProxy{sock: filepath.Join(tempDir(t), "proxy.sock"), fail: map[string]int{}, failed: map[string]int{}, answer: map[string]cannedAnswer{}}
+	p := &ctrdProxy{sock: filepath.Join(tempDir(t), "proxy.sock"), fail: map[string]int{}, failed: map[string]int{},
+		answer: map[string]cannedAnswer{}, hold: map[string]*heldCall{}, stopped: make(chan struct{})}
 	up, err := grpc.NewClient("unix://"+upstream, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
@@ -64,10 +78,14 @@ func startCtrdProxy(t *testing.T, upstream string) *ctrdProxy {
 			}
 			return in.SendMsg(&msg)
 		}
+		if h := p.held(method); h != nil {
+			return p.forwardHeld(in, up, method, h)
+		}
 		return forward(in, up, method)
 	}))
 	go srv.Serve(l)
 	t.Cleanup(func() {
+		close(p.stopped)
 		srv.Stop()
 		up.Close()
 	})
@@ -102,6 +120,48 @@ func (p *ctrdProxy) canned(method string) ([]byte, bool) {
 	a.n--
 	p.answer[method] = a
 	return a.msg, true
+}
+
+// holdNext holds the next call of method (a unary one) until the test
+// passes it on: then it goes to containerd whatever became of its caller
+// meanwhile, as a call containerd had received before its caller died.
+func (p *ctrdProxy) holdNext(method string) *heldCall {
+	h := &heldCall{arrived: make(chan struct{}), passOn: make(chan struct{}), answered: make(chan error, 1)}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.hold[method] = h
+	return h
+}
+
+func (p *ctrdProxy) held(method string) *heldCall {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	h := p.hold[method]
+	delete(p.hold, method)
+	return h
+}
+
+// forwardHeld receives the call's request, waits for the test to pass it
+// on, and then makes it to containerd on a context of its own.
+func (p *ctrdProxy) forwardHeld(in grpc.ServerStream, up *grpc.ClientConn, method string, h *heldCall) error {
+	md, _ := metadata.FromIncomingContext(in.Context())
+	var req []byte
+	if err := in.RecvMsg(&req); err != nil {
+		return err
+	}
+	close(h.arrived)
+	select {
+	case <-h.passOn:
+	case <-p.stopped:
+		return status.Error(codes.Unavailable, "the test's proxy stopped")
+	}
+	var resp []byte
+	err := up.Invoke(metadata.NewOutgoingContext(context.Background(), md), method, &req, &resp, grpc.ForceCodec(rawCodec{}))
+	h.answered <- err
+	if err != nil {
+		return err
+	}
+	return in.SendMsg(&resp)
 }
 
 // failedCalls is how many calls of method the proxy failed.

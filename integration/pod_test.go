@@ -482,6 +482,7 @@ func (e *podEnv) leftoversOf(sandboxes, ids []string) error {
 	add("mounts under the state directory", e.mountsUnderState())
 	add("sandbox directories", e.sandboxDirs())
 	add("sandbox store records", e.sandboxStoreRecords())
+	add("exec fifos", e.execFifoDirs())
 	for _, id := range sandboxes {
 		add("CNI results cached for sandbox "+id, e.cniCacheFiles(id))
 		add("IP allocations of sandbox "+id, ipAllocations(e.t, id))
@@ -491,6 +492,15 @@ func (e *podEnv) leftoversOf(sandboxes, ids []string) error {
 		add("processes", processesOf(ids...))
 	}
 	return errors.Join(errs...)
+}
+
+// execFifoDirs lists the fifo directories of execs (one each): an exec's
+// is removed when it is done, or, left by a dead peapod, by the next one's
+// recovery.
+func (e *podEnv) execFifoDirs() []string {
+	dirs, _ := filepath.Glob(filepath.Join(e.state(), "containers", "*", "exec", "*"))
+	legacy, _ := filepath.Glob(filepath.Join(e.state(), "fifo", "*"))
+	return append(dirs, legacy...)
 }
 
 // cniCacheFiles lists the results libcni cached for a sandbox's ADDs (the

@@ -122,6 +122,9 @@ func serve(cfg *config.Config) error {
 	// Status is served, then kept current from containerd's events.
 	go func() {
 		if rec.run(ctx, []recoveryStep{
+			// First: a shim an exec left waiting holds every task query
+			// touching its pod (see container.OpenLeftExecs).
+			{"exec fifos left", containers.OpenLeftExecs},
 			{"abandoned leases", func(ctx context.Context) error { return oplease.EndAbandoned(ctx, ctrd.LeasesService()) }},
 			{"images", images.Recover},
 			{"pod sandboxes", sandboxes.Recover},
