@@ -275,7 +275,8 @@ var slowest struct {
 
 // do calls fn until it gets an answer from a peapod that was up for the
 // whole call: Unavailable (peapod down, or recovering) and a cut-off call
-// are tried again, for up to chaosAnswerWithin.
+// are tried again. The answer must come within chaosAnswerWithin of the
+// first call: every try's deadline is that one.
 func do[T any](what string, fn func(ctx context.Context) (T, error)) (T, error) {
 	begin := time.Now()
 	defer func() {
@@ -285,13 +286,13 @@ func do[T any](what string, fn func(ctx context.Context) (T, error)) (T, error) 
 		}
 		slowest.Unlock()
 	}()
+	ctx, cancel := context.WithDeadline(context.Background(), begin.Add(chaosAnswerWithin))
+	defer cancel()
 	for {
-		ctx, cancel := context.WithTimeout(context.Background(), chaosAnswerWithin)
 		v, err := fn(ctx)
-		cancel()
 		switch status.Code(err) {
 		case codes.Unavailable, codes.DeadlineExceeded, codes.Canceled:
-			if time.Since(begin) > chaosAnswerWithin {
+			if ctx.Err() != nil {
 				return v, fmt.Errorf("%s: no answer in %s: %w", what, chaosAnswerWithin, err)
 			}
 			time.Sleep(100 * time.Millisecond)
