@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	tasks "github.com/containerd/containerd/api/services/tasks/v1"
 	tasktypes "github.com/containerd/containerd/api/types/task"
@@ -145,35 +146,47 @@ func (m *Manager) endLeftExecs(ctx context.Context) {
 }
 
 // endExec kills and deletes exec process execID of container id, whether
-// it was started or not; one containerd does not have is ended already.
+// it was started or not; one containerd does not have is ended already. Its
+// start may be under way (the shim went on once its fifos were opened): a
+// process created when asked may be running by the time its delete comes,
+// which then fails, and it is asked again.
 func (m *Manager) endExec(ctx context.Context, id, execID string) error {
 	ctx, cancel := context.WithTimeout(ctx, killTimeout)
 	defer cancel()
 	ts := m.client.TaskService()
-	got, err := ts.Get(ctx, &tasks.GetRequest{ContainerID: id, ExecID: execID})
-	if err = errgrpc.ToNative(err); errdefs.IsNotFound(err) {
-		return nil
-	} else if err != nil {
-		return err
-	}
-	p := got.GetProcess()
-	klog.InfoS("Ending an exec a dead peapod left", "container", id, "exec", execID, "pid", p.GetPid(), "status", p.GetStatus())
-	if p.GetStatus() == tasktypes.Status_RUNNING || p.GetStatus() == tasktypes.Status_PAUSED {
-		_, err := ts.Kill(ctx, &tasks.KillRequest{ContainerID: id, ExecID: execID, Signal: uint32(unix.SIGKILL)})
-		if err = errgrpc.ToNative(err); err != nil && !errdefs.IsNotFound(err) {
-			return fmt.Errorf("killing: %w", err)
+	for {
+		got, err := ts.Get(ctx, &tasks.GetRequest{ContainerID: id, ExecID: execID})
+		if err = errgrpc.ToNative(err); errdefs.IsNotFound(err) {
+			return nil
+		} else if err != nil {
+			return err
 		}
-		if _, err := ts.Wait(ctx, &tasks.WaitRequest{ContainerID: id, ExecID: execID}); err != nil {
-			if err = errgrpc.ToNative(err); !errdefs.IsNotFound(err) {
-				return fmt.Errorf("waiting for its exit: %w", err)
+		p := got.GetProcess()
+		klog.InfoS("Ending an exec a dead peapod left", "container", id, "exec", execID, "pid", p.GetPid(), "status", p.GetStatus())
+		if p.GetStatus() != tasktypes.Status_CREATED && p.GetStatus() != tasktypes.Status_STOPPED {
+			_, err := ts.Kill(ctx, &tasks.KillRequest{ContainerID: id, ExecID: execID, Signal: uint32(unix.SIGKILL)})
+			if err = errgrpc.ToNative(err); err != nil && !errdefs.IsNotFound(err) {
+				return fmt.Errorf("killing: %w", err)
+			}
+			if _, err := ts.Wait(ctx, &tasks.WaitRequest{ContainerID: id, ExecID: execID}); err != nil {
+				if err = errgrpc.ToNative(err); !errdefs.IsNotFound(err) {
+					return fmt.Errorf("waiting for its exit: %w", err)
+				}
 			}
 		}
+		_, err = ts.DeleteProcess(ctx, &tasks.DeleteProcessRequest{ContainerID: id, ExecID: execID})
+		switch err = errgrpc.ToNative(err); {
+		case err == nil || errdefs.IsNotFound(err):
+			return nil
+		case errdefs.IsFailedPrecondition(err) && p.GetStatus() == tasktypes.Status_CREATED:
+			// Started meanwhile: kill it.
+			if err := sleepCtx(ctx, 20*time.Millisecond); err != nil {
+				return err
+			}
+		default:
+			return fmt.Errorf("deleting: %w", err)
+		}
 	}
-	_, err = ts.DeleteProcess(ctx, &tasks.DeleteProcessRequest{ContainerID: id, ExecID: execID})
-	if err = errgrpc.ToNative(err); err != nil && !errdefs.IsNotFound(err) {
-		return fmt.Errorf("deleting: %w", err)
-	}
-	return nil
 }
 
 func cutLast(s, sep string) (before, after string, ok bool) {

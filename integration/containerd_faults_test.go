@@ -544,12 +544,15 @@ func TestExecStartLeftByADeadPeapod(t *testing.T) {
 	}
 
 	rt, _ = e.serve()
+	e.recovered(rt)
 	select {
 	case err := <-held.answered:
 		t.Logf("the start of the exec the dead peapod left was answered: %v", err)
 	case <-time.After(15 * time.Second):
 		t.Fatal("the start of the exec the dead peapod left is not answered 15 s after the next peapod recovered: its shim still waits for a reader of the exec's output")
 	}
+	// Recovery ended the exec, whether the start it let through ran it or
+	// not, and removed its fifos.
 	if st := e.taskStatus(id); st != "running" {
 		t.Errorf("the container's task is %q, want running", st)
 	}
