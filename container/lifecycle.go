@@ -251,7 +251,10 @@ func (m *Manager) Start(ctx context.Context, id string) error {
 			// turn, with moments between them when none runs): try
 			// again shortly, until the bundle is gone.
 			klog.V(2).InfoS("Task create met the bundle of an earlier task of the container", "id", c.ID, "err", err)
-			err = m.letGo(ctx, c.ID)
+			bundle := orphanBundlePath(m.config.Namespace, c.ID, err)
+			if err = m.letGo(ctx, c.ID); err == nil && bundle != "" {
+				_, err = m.removeOrphanBundle(ctx, c.ID, bundle)
+			}
 		case runtimeOrphan(err):
 			err = m.deleteRuntimeOrphan(ctx, &c)
 		default:

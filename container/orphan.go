@@ -7,12 +7,19 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 
+	tasks "github.com/containerd/containerd/api/services/tasks/v1"
+	"github.com/containerd/containerd/v2/core/mount"
 	"github.com/containerd/errdefs"
+	"github.com/containerd/errdefs/pkg/errgrpc"
+	"github.com/moby/sys/mountinfo"
+	"golang.org/x/sys/unix"
 	"k8s.io/klog/v2"
 
 	"github.com/peapod-cri/peapod/config"
+	"github.com/peapod-cri/peapod/shimreaper"
 )
 
 // A task create that containerd gave up on can still complete in the
@@ -74,4 +81,64 @@ func (m *Manager) ociRuntime(ctx context.Context, c *Container) (binary, root st
 		root = defaultRuncRoot
 	}
 	return binary, filepath.Join(root, m.config.Namespace), nil // the shim's state root is per namespace
+}
+
+// An orphan bundle: containerd makes a task's bundle directory (in its
+// state, named by the namespace and the task's ID) before it starts the
+// task's shim, and removes it once that shim is gone. A containerd stopped
+// in between leaves the directory, and containerd 1.6 does not always
+// remove it when it starts again (its clean-up after a shim that never ran
+// fails), while it knows no task of the ID: every later create of the ID
+// then fails on it, "mkdir <bundle>: file exists", for good (TestChaos met
+// it on 1.6: a StartContainer never finished). With no task of the ID in
+// containerd and no shim of it running, the bundle is no one's: it is
+// removed, its rootfs unmounted first, and the create made again.
+
+// bundleInTheWay matches the error of a task create that met a bundle
+// directory of the task's ID.
+var bundleInTheWay = regexp.MustCompile(`mkdir (/\S*/io\.containerd\.runtime\.v2\.task/([^/\s]+)/([^/\s:]+)): file exists`)
+
+// orphanBundlePath is the bundle of container id in namespace ns that err,
+// a task create's, says is in the way; "" when err says no such thing.
+func orphanBundlePath(ns, id string, err error) string {
+	if err == nil {
+		return ""
+	}
+	m := bundleInTheWay.FindStringSubmatch(err.Error())
+	if m == nil || m[2] != ns || m[3] != id || filepath.Clean(m[1]) != m[1] {
+		return ""
+	}
+	return m[1]
+}
+
+// removeOrphanBundle removes bundle, the bundle directory of container id's
+// task that a create met, if it is no one's: containerd has no task of the
+// ID, and no shim of the ID runs (one running, or containerd's clean-up
+// after one, is left to finish). It reports whether it removed it. The
+// caller holds the container's lock, so no create of the ID is under way.
+func (m *Manager) removeOrphanBundle(ctx context.Context, id, bundle string) (bool, error) {
+	if shimreaper.Settling("/proc", m.config.Namespace, m.config.ContainerdAddress, id) {
+		return false, nil
+	}
+	_, err := m.client.TaskService().Get(ctx, &tasks.GetRequest{ContainerID: id})
+	if err = errgrpc.ToNative(err); !errdefs.IsNotFound(err) {
+		return false, err // containerd has a task of the ID after all (or cannot tell)
+	}
+	rootfs := filepath.Join(bundle, "rootfs")
+	if err := mount.UnmountAll(rootfs, unix.MNT_DETACH); err != nil {
+		return false, fmt.Errorf("unmounting the rootfs of the orphan bundle %s: %w", bundle, err)
+	}
+	// Nothing under it may be a mount point: removing would reach into it.
+	mounts, err := mountinfo.GetMounts(mountinfo.PrefixFilter(bundle))
+	if err != nil {
+		return false, err
+	}
+	if len(mounts) > 0 {
+		return false, fmt.Errorf("the orphan bundle %s still has a mount: %s", bundle, mounts[0].Mountpoint)
+	}
+	klog.InfoS("Removing a bundle of the container's task that containerd left and no longer knows", "id", id, "bundle", bundle)
+	if err := os.RemoveAll(bundle); err != nil {
+		return false, fmt.Errorf("removing the orphan bundle %s: %w", bundle, err)
+	}
+	return true, nil
 }

@@ -4,6 +4,7 @@ package integration
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -578,5 +579,56 @@ func TestExecStartLeftByADeadPeapod(t *testing.T) {
 	removePodOf(t, rt, sb)
 	if err := e.leftovers(sb, id); err != nil {
 		t.Error(err)
+	}
+}
+
+// A bundle directory of a container's task that containerd left and no
+// longer knows: containerd makes it before it starts the task's shim, and a
+// containerd stopped in between leaves it, which containerd 1.6 does not
+// always remove when it starts again. Every create of the ID then failed on
+// it ("mkdir <bundle>: file exists"), for good: TestChaos met a
+// StartContainer that never finished on 1.6. peapod removes such a bundle
+// (no task of the ID, no shim of it running) and starts the container.
+func TestStartOverAnOrphanBundle(t *testing.T) {
+	t.Parallel()
+	ctrd := startPrivateContainerd(t) // its state directory is the test's
+	e := newPodEnv(t)
+	e.containerd = ctrd.sock
+	rt, ic := e.serve()
+	pull(t, ic, busyboxRef)
+	cfg := e.podConfig("orphan-bundle")
+	sb := runPod(t, rt, cfg)
+	created, err := rt.CreateContainer(podCtx(t), &runtime.CreateContainerRequest{PodSandboxId: sb,
+		Config: busybox("app", "echo up; while true; do sleep 0.1; done"), SandboxConfig: cfg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := created.ContainerId
+	// What a containerd stopped between making the bundle and starting its
+	// shim leaves: the directory, the spec, the rootfs mount point.
+	bundle := filepath.Join(ctrd.dir, "state", "io.containerd.runtime.v2.task", e.ns, id)
+	if err := os.MkdirAll(filepath.Join(bundle, "rootfs"), 0o711); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(bundle, "config.json"), []byte("{}"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	begin := time.Now()
+	if _, err := rt.StartContainer(podCtx(t), &runtime.StartContainerRequest{ContainerId: id}); err != nil {
+		t.Fatalf("StartContainer over a bundle containerd left: %v", err)
+	}
+	t.Logf("started in %s", time.Since(begin))
+	st := containerStatus(t, rt, id).GetStatus()
+	if st.GetState() != runtime.ContainerState_CONTAINER_RUNNING {
+		t.Fatalf("container after its start: %s", st.GetState())
+	}
+	wantFirstLine(t, st.GetLogPath(), "up")
+	removePodOf(t, rt, sb)
+	if err := e.leftovers(sb, id); err != nil {
+		t.Error(err)
+	}
+	if _, err := os.Stat(bundle); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the container's bundle is still there after its removal: %v", err)
 	}
 }
