@@ -28,7 +28,7 @@ import (
 // every State of its tasks: every task List and Get touching the pod waits
 // containerd's 2 s and answers UNKNOWN) for as long as no one reads, which,
 // once the peapod that asked for the start has died, is for ever. At
-// start-up, openLeftExecs opens every such fifo for reading, which lets a
+// start-up, OpenLeftExecs opens every such fifo for reading, which lets a
 // waiting open through, before anything asks containerd about tasks; the
 // containers step of recovery then ends those execs (endLeftExecs): no one
 // will read their output, and their caller has had its error.
@@ -46,7 +46,7 @@ func (m *Manager) legacyExecFifoDir() string {
 }
 
 // leftExec is the fifo directory of an exec a dead peapod left, with the
-// read ends openLeftExecs holds open.
+// read ends OpenLeftExecs holds open.
 type leftExec struct {
 	container string // "" in the legacy layout
 	dir       string
@@ -54,7 +54,7 @@ type leftExec struct {
 	fds       []int
 }
 
-// leftExecs are the execs openLeftExecs found, which endLeftExecs ends.
+// leftExecs are the execs OpenLeftExecs found, which endLeftExecs ends.
 type leftExecs struct {
 	mu   sync.Mutex
 	left []leftExec
@@ -115,7 +115,7 @@ func openExecSets(container, root string) []leftExec {
 	return left
 }
 
-// endLeftExecs kills and deletes the exec processes openLeftExecs found,
+// endLeftExecs kills and deletes the exec processes OpenLeftExecs found,
 // then lets go of their fifos. The index must be loaded. Its errors are
 // logged, not returned: a shim that does not answer must not hold recovery,
 // and what was not ended is found again at the next start-up.

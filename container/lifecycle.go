@@ -376,15 +376,17 @@ func (m *Manager) endStartAttempt(id string) {
 // bundle of an earlier task of the ID that containerd is still making or
 // removing: the bundle is in the way ("file exists"), or it was removed
 // under this create ("getwd", or a path under the bundle, which is named
-// by the container's ID, is missing): containerd 1.6 ends its clean-up
-// after a shim by removing the bundle directory, which by then may be
-// this create's.
+// by the container's ID, is missing, or the rootfs the shim mounts in it):
+// containerd 1.6 ends its clean-up after a shim, or after a create that
+// failed, by removing the bundle directory, which by then may be this
+// create's.
 func bundleRace(id string, err error) bool {
 	if err == nil {
 		return false
 	}
 	msg := err.Error()
 	return strings.Contains(msg, "file exists") ||
+		strings.Contains(msg, "failed to mount rootfs") && strings.Contains(msg, "no such file or directory") ||
 		strings.Contains(msg, "getwd: no such file or directory") ||
 		strings.Contains(msg, "/"+id+"/") && strings.Contains(msg, "no such file or directory")
 }

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"time"
 
 	tasks "github.com/containerd/containerd/api/services/tasks/v1"
 	"github.com/containerd/containerd/v2/core/mount"
@@ -91,8 +92,15 @@ func (m *Manager) ociRuntime(ctx context.Context, c *Container) (binary, root st
 // fails), while it knows no task of the ID: every later create of the ID
 // then fails on it, "mkdir <bundle>: file exists", for good (TestChaos met
 // it on 1.6: a StartContainer never finished). With no task of the ID in
-// containerd and no shim of it running, the bundle is no one's: it is
-// removed, its rootfs unmounted first, and the create made again.
+// containerd, no shim of it running, and nothing of the bundle changed for
+// orphanBundleAfter, the bundle is no one's: it is removed, its rootfs
+// unmounted first, and the create made again. The last condition is for
+// containerd's own clean-ups, of which it tells nothing: a create that
+// failed (its caller gone) removes its bundle last, after its shim has
+// gone, and a bundle removed before that would take the next create's
+// (whose rootfs mount then fails). Its age, not a wait of peapod's, is
+// what counts: peapod may restart many times meanwhile.
+const orphanBundleAfter = 5 * time.Second
 
 // bundleInTheWay matches the error of a task create that met a bundle
 // directory of the task's ID.
@@ -112,11 +120,16 @@ func orphanBundlePath(ns, id string, err error) string {
 }
 
 // removeOrphanBundle removes bundle, the bundle directory of container id's
-// task that a create met, if it is no one's: containerd has no task of the
-// ID, and no shim of the ID runs (one running, or containerd's clean-up
-// after one, is left to finish). It reports whether it removed it. The
-// caller holds the container's lock, so no create of the ID is under way.
+// task that a create met, if it is no one's: nothing of it changed for
+// orphanBundleAfter, containerd has no task of the ID, and no shim of the
+// ID runs (one running, or containerd's clean-up after one, is left to
+// finish). It reports whether it removed it. The caller holds the
+// container's lock, so no create of the ID is under way but one a dead
+// peapod asked for.
 func (m *Manager) removeOrphanBundle(ctx context.Context, id, bundle string) (bool, error) {
+	if time.Since(lastChange(bundle)) < orphanBundleAfter {
+		return false, nil
+	}
 	if shimreaper.Settling("/proc", m.config.Namespace, m.config.ContainerdAddress, id) {
 		return false, nil
 	}
@@ -141,4 +154,27 @@ func (m *Manager) removeOrphanBundle(ctx context.Context, id, bundle string) (bo
 		return false, fmt.Errorf("removing the orphan bundle %s: %w", bundle, err)
 	}
 	return true, nil
+}
+
+// lastChange is when dir, or an entry of it, last changed (its status, as
+// a file made, written or removed in it changes it); now when dir cannot
+// be read.
+func lastChange(dir string) time.Time {
+	var st unix.Stat_t
+	if err := unix.Lstat(dir, &st); err != nil {
+		return time.Now()
+	}
+	last := time.Unix(st.Ctim.Unix())
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return time.Now()
+	}
+	for _, e := range entries {
+		if err := unix.Lstat(filepath.Join(dir, e.Name()), &st); err == nil {
+			if t := time.Unix(st.Ctim.Unix()); t.After(last) {
+				last = t
+			}
+		}
+	}
+	return last
 }

@@ -2,7 +2,10 @@ package container
 
 import (
 	"errors"
+	"os"
+	"path/filepath"
 	"testing"
+	"time"
 )
 
 func TestOrphanBundlePath(t *testing.T) {
@@ -26,5 +29,21 @@ func TestOrphanBundlePath(t *testing.T) {
 				t.Errorf("orphanBundlePath(%v) = %q, want %q", tc.err, got, tc.want)
 			}
 		})
+	}
+}
+
+func TestLastChange(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "config.json"), []byte("{}"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	old := time.Now().Add(-time.Hour)
+	// An entry's change counts as the directory's: a shim writing its
+	// files into a bundle changes it.
+	if got := lastChange(dir); got.Before(old) {
+		t.Errorf("lastChange of a directory just written = %s", got)
+	}
+	if got := lastChange(filepath.Join(dir, "missing")); time.Since(got) > time.Minute {
+		t.Errorf("lastChange of a missing directory = %s, want about now (it is not taken for old)", got)
 	}
 }

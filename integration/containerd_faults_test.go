@@ -505,9 +505,10 @@ func TestStartOfATaskContainerdCannotTell(t *testing.T) {
 // on containerd 1.6 with it the whole shim: every State of the pod's tasks,
 // so every task List and Get touching the pod, waited containerd's 2 s and
 // answered UNKNOWN, until something happened to end the pod (TestChaos met
-// it after most containerd restarts it made on 1.6: recovery then took 6 s
-// and more). The next peapod reads what the dead one left, which lets the
-// shim through, and ends that exec.
+// it after many of the peapod deaths it made during an ExecSync on 1.6:
+// recovery then took 2-12 s, and TestChaos twice as long as on 2.4). The
+// next peapod reads what the dead one left, which lets the shim through,
+// and ends that exec.
 func TestExecStartLeftByADeadPeapod(t *testing.T) {
 	t.Parallel()
 	proxy := startCtrdProxy(t, containerdSock) // before the env, whose clean-up goes through it
@@ -588,7 +589,8 @@ func TestExecStartLeftByADeadPeapod(t *testing.T) {
 // always remove when it starts again. Every create of the ID then failed on
 // it ("mkdir <bundle>: file exists"), for good: TestChaos met a
 // StartContainer that never finished on 1.6. peapod removes such a bundle
-// (no task of the ID, no shim of it running) and starts the container.
+// (no task of the ID, no shim of it running, nothing of it changed for 5 s:
+// one this old is removed at once) and starts the container.
 func TestStartOverAnOrphanBundle(t *testing.T) {
 	t.Parallel()
 	ctrd := startPrivateContainerd(t) // its state directory is the test's
