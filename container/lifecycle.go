@@ -298,16 +298,16 @@ func (m *Manager) startTask(ctx context.Context, id string, task client.Task) er
 		defer m.watching.Delete(id)
 		m.watchExit(context.WithoutCancel(ctx), id, exited)
 	}()
-	// The status write is not waited for: should peapod die before it,
-	// the record says created while the task runs, and recovery adopts the
-	// container as running (see finishStart), as it would had peapod died
-	// before this Start could answer.
-	go func() {
-		defer metrics.Phase(opStart, "record_write")()
-		if err := m.persistStatus(context.WithoutCancel(ctx), id); err != nil && !errdefs.IsNotFound(err) {
-			klog.ErrorS(err, "Persisting a started container", "id", id)
-		}
-	}()
+	// The status is written before the Start answers, as containerd's CRI
+	// writes it: a peapod that died after answering would otherwise adopt
+	// the container with the start time of its process (see settleTask),
+	// not the one the kubelet was told. Should the write fail, the
+	// container runs all the same and recovery adopts it.
+	recorded := metrics.Phase(opStart, "record_write")
+	if err := m.persistStatus(context.WithoutCancel(ctx), id); err != nil && !errdefs.IsNotFound(err) {
+		klog.ErrorS(err, "Persisting a started container", "id", id)
+	}
+	recorded()
 	return nil
 }
 

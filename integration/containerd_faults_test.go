@@ -382,13 +382,7 @@ func (g *runtimeGate) release(fail bool) {
 // loaded machine.)
 func TestRecoveryAsksContainerdAgain(t *testing.T) {
 	t.Parallel()
-	proxy := startCtrdProxy(t, containerdSock) // before the env, whose clean-up goes through it
-	e := newPodEnv(t)
-	e.containerd = proxy.sock
-	rt, ic := e.serve()
-	pull(t, ic, busyboxRef)
-	cfg := e.podConfig("asks-again")
-	sb := runPod(t, rt, cfg)
+	e, proxy, rt, _, sb := proxiedPod(t, "asks-again")
 
 	e.d.signal(syscall.SIGKILL)
 	e.d.wait(10 * time.Second)
@@ -430,6 +424,19 @@ func TestRecoveryAsksContainerdAgain(t *testing.T) {
 	}
 }
 
+// proxiedPod serves a peapod whose calls to the lab's containerd go
+// through a proxy the test controls, and runs pod name (busybox pulled).
+func proxiedPod(t *testing.T, name string) (*podEnv, *ctrdProxy, runtime.RuntimeServiceClient, *runtime.PodSandboxConfig, string) {
+	t.Helper()
+	proxy := startCtrdProxy(t, containerdSock) // before the env, whose clean-up goes through it
+	e := newPodEnv(t)
+	e.containerd = proxy.sock
+	rt, ic := e.serve()
+	pull(t, ic, busyboxRef)
+	cfg := e.podConfig(name)
+	return e, proxy, rt, cfg, runPod(t, rt, cfg)
+}
+
 // A container whose start peapod's death cut short, and whose task
 // containerd 1.6 cannot tell the state of (UNKNOWN: its shim does not
 // answer in time), is not taken for started: it stays created, a start
@@ -437,13 +444,7 @@ func TestRecoveryAsksContainerdAgain(t *testing.T) {
 // the container run. (Recovery adopted it as running, with no PID.)
 func TestStartOfATaskContainerdCannotTell(t *testing.T) {
 	t.Parallel()
-	proxy := startCtrdProxy(t, containerdSock) // before the env, whose clean-up goes through it
-	e := newPodEnv(t)
-	e.containerd = proxy.sock
-	rt, ic := e.serve()
-	pull(t, ic, busyboxRef)
-	cfg := e.podConfig("cannot-tell")
-	sb := runPod(t, rt, cfg)
+	e, proxy, rt, cfg, sb := proxiedPod(t, "cannot-tell")
 	created, err := rt.CreateContainer(podCtx(t), &runtime.CreateContainerRequest{PodSandboxId: sb,
 		Config: busybox("app", "trap 'exit 7' TERM; echo up; while true; do sleep 0.1; done"), SandboxConfig: cfg})
 	if err != nil {
@@ -511,13 +512,7 @@ func TestStartOfATaskContainerdCannotTell(t *testing.T) {
 // and ends that exec.
 func TestExecStartLeftByADeadPeapod(t *testing.T) {
 	t.Parallel()
-	proxy := startCtrdProxy(t, containerdSock) // before the env, whose clean-up goes through it
-	e := newPodEnv(t)
-	e.containerd = proxy.sock
-	rt, ic := e.serve()
-	pull(t, ic, busyboxRef)
-	cfg := e.podConfig("exec-left")
-	sb := runPod(t, rt, cfg)
+	e, proxy, rt, cfg, sb := proxiedPod(t, "exec-left")
 	id := startContainer(t, rt, sb, cfg, busybox("app", "echo up; while true; do sleep 0.1; done"))
 
 	const start = "/containerd.services.tasks.v1.Tasks/Start"
@@ -576,6 +571,66 @@ func TestExecStartLeftByADeadPeapod(t *testing.T) {
 	}
 	if out, code := execSync(t, rt, id, "echo", "again"); out != "again\n" || code != 0 {
 		t.Errorf("an exec after recovery: %q, exit %d", out, code)
+	}
+	removePodOf(t, rt, sb)
+	if err := e.leftovers(sb, id); err != nil {
+		t.Error(err)
+	}
+}
+
+// What StartContainer answered outlives a peapod that dies after the
+// answer: the container's status was written before it. (It was written
+// after: a peapod killed just then gave the container, when it adopted it,
+// its process's start time, not the one the kubelet had been told:
+// TestRestartKeepsPodsRunning met it in CI.) The proxy holds the status
+// write; a StartContainer that answers meanwhile has answered what no
+// record holds, and peapod is killed then.
+func TestStartAnsweredOnlyOnceRecorded(t *testing.T) {
+	t.Parallel()
+	e, proxy, rt, cfg, sb := proxiedPod(t, "start-recorded")
+	created, err := rt.CreateContainer(podCtx(t), &runtime.CreateContainerRequest{PodSandboxId: sb,
+		Config: busybox("app", "echo up; while true; do sleep 0.1; done"), SandboxConfig: cfg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := created.ContainerId
+
+	const update = "/containerd.services.containers.v1.Containers/Update"
+	held := proxy.holdNext(update)
+	started := make(chan error, 1)
+	go func() {
+		_, err := rt.StartContainer(podCtx(t), &runtime.StartContainerRequest{ContainerId: id})
+		started <- err
+	}()
+	select {
+	case <-held.arrived:
+	case err := <-started:
+		t.Fatalf("StartContainer answered (%v) before it wrote the container's status", err)
+	case <-time.After(podTimeout):
+		t.Fatal("StartContainer wrote no status")
+	}
+	select {
+	case err := <-started:
+		t.Errorf("StartContainer answered (%v) while the container's status was not written yet", err)
+	case <-time.After(2 * time.Second):
+		held.pass()
+		if err := <-started; err != nil {
+			t.Fatalf("StartContainer: %v", err)
+		}
+	}
+	before := containerStatus(t, rt, id).GetStatus()
+	if before.GetState() != runtime.ContainerState_CONTAINER_RUNNING {
+		t.Fatalf("container after its start: %s", before.GetState())
+	}
+	e.d.signal(syscall.SIGKILL)
+	e.d.wait(10 * time.Second)
+
+	rt, _ = e.serve()
+	after := containerStatus(t, rt, id).GetStatus()
+	if after.GetState() != before.GetState() || after.GetStartedAt() != before.GetStartedAt() {
+		t.Errorf("after peapod's restart the container is %s, started at %s; StartContainer answered %s, started at %s",
+			after.GetState(), time.Unix(0, after.GetStartedAt()).Format(time.StampNano),
+			before.GetState(), time.Unix(0, before.GetStartedAt()).Format(time.StampNano))
 	}
 	removePodOf(t, rt, sb)
 	if err := e.leftovers(sb, id); err != nil {

@@ -116,8 +116,6 @@ func TestRestartKeepsPodsRunning(t *testing.T) {
 	writerID := startContainer(t, rt, sbID, cfg, busybox("writer", writerScript))
 	// exiter exits while peapod is down, late after it is back.
 	exiterID := startContainer(t, rt, sbID, cfg, busybox("exiter", `until [ -e /signal/exit ]; do sleep 0.1; done; exit 3`, signalMount))
-	lateID := startContainer(t, rt, sbID, cfg, busybox("late", `until [ -e /signal/late ]; do sleep 0.1; done; exit 4`, signalMount))
-	ids := []string{writerID, exiterID, lateID}
 	writerLog := filepath.Join(cfg.LogDirectory, "writer.log")
 	countLines := func() int {
 		lines, err := writerLines(writerLog)
@@ -133,6 +131,12 @@ func TestRestartKeepsPodsRunning(t *testing.T) {
 		return nil
 	})
 
+	// late starts just before the kill: what StartContainer answered must
+	// be what peapod recorded (a status written after the answer was lost
+	// to the kill, and the restarted peapod gave late its process's start
+	// time).
+	lateID := startContainer(t, rt, sbID, cfg, busybox("late", `until [ -e /signal/late ]; do sleep 0.1; done; exit 4`, signalMount))
+	ids := []string{writerID, exiterID, lateID}
 	before := viewOf(t, rt, sbID, ids)
 	if st := before.pod.Status; st.State != runtime.PodSandboxState_SANDBOX_READY || st.GetNetwork().GetIp() == "" {
 		t.Fatalf("pod before the restart: %v", st)
