@@ -39,11 +39,7 @@ test-integration: build
 	bash conformance/prepare.sh
 	set -e; for t in $(INTEGRATION_CONTAINERD); do \
 		echo "== integration tests on containerd $$t"; \
-		bash conformance/containerd.sh up $$t; \
-		PEAPOD_TEST_CONTAINERD=$$(bash conformance/containerd.sh address $$t) \
-		PEAPOD_TEST_CONTAINERD_BIN=$$(bash conformance/containerd.sh binary $$t) \
-		PEAPOD_TEST_RUNC=$$(bash -c '. conformance/lib.sh && echo $$LAB_BIN/runc') \
-		$(GO) test -count=1 -timeout 30m -tags integration ./integration/...; \
+		bash conformance/integration.sh $$t; \
 	done
 
 conformance: build
