@@ -20,21 +20,28 @@ import (
 // task, which says nothing of the container's process: peapod checks that
 // process itself (its PID and start time), and while it lives, asks the
 // task's shim, which still runs it and knows its exit, or, with no shim
-// left, the OCI runtime. Only a container whose process is gone is taken
+// left, the OCI runtime. A process that ended meanwhile has its exit
+// asked of the shim too, which keeps it until the task is deleted. Only a
+// container whose process is gone, and whose exit no shim holds, is taken
 // to have exited unseen, with the unknown status 255.
 
 // lostTask returns the shim of container c's task, which containerd does
-// not list, if c's process still runs; nil if the process is gone. A
-// process no shim runs any more is ended through the OCI runtime (and nil
-// returned): nothing could report its exit.
+// not list, when one holds the task: c's process runs, or has exited and
+// the shim holds its exit. It returns nil when c's process is gone and no
+// shim holds its task. A process no shim runs any more is ended through
+// the OCI runtime (and nil returned): nothing could report its exit.
 func (m *Manager) lostTask(ctx context.Context, c *Container) (*shimreaper.LostTask, error) {
-	if !processLives(c.Pid, c.PidStart) {
-		return nil, nil
-	}
+	lives := processLives(c.Pid, c.PidStart)
 	lt, err := shimreaper.FindLostTask(ctx, "/proc", m.config.Namespace, m.config.ContainerdAddress, c.ID)
 	if err == nil {
-		klog.InfoS("containerd lost the task of a running container; its shim still runs it", "id", c.ID, "pid", c.Pid, "shim", lt.PID)
+		klog.InfoS("containerd lost the task of a container; its shim still holds it", "id", c.ID, "pid", c.Pid, "running", lives, "shim", lt.PID)
 		return lt, nil
+	}
+	if !lives {
+		if !errdefs.IsNotFound(err) {
+			klog.InfoS("Looking for the shim of an ended container's task, which containerd lost", "id", c.ID, "err", err)
+		}
+		return nil, nil
 	}
 	if !errdefs.IsNotFound(err) {
 		return nil, err
@@ -95,7 +102,11 @@ func (m *Manager) stopLost(ctx context.Context, c *Container, timeout time.Durat
 		}
 	}
 	if st.err != nil {
-		return fmt.Errorf("waiting for container %s through its shim: %w", c.ID, st.err)
+		if processLives(c.Pid, c.PidStart) {
+			return fmt.Errorf("waiting for container %s through its shim: %w", c.ID, st.err)
+		}
+		klog.InfoS("The shim of a lost task cannot tell the exit of its ended process", "id", c.ID, "err", st.err)
+		st.code, st.at = 255, time.Now()
 	}
 	m.recordExit(ctx, c.ID, int32(st.code), st.at)
 	if err := lt.Release(ctx); err != nil {
@@ -107,7 +118,8 @@ func (m *Manager) stopLost(ctx context.Context, c *Container, timeout time.Durat
 
 // watchLost follows the exit of running container c, whose task containerd
 // does not list, through the task's shim (see lostTask); a container whose
-// process is gone has its exit recorded now, as 255.
+// process is gone, and whose exit no shim holds, has it recorded now, as
+// 255.
 func (m *Manager) watchLost(ctx context.Context, c Container) {
 	if _, loaded := m.watching.LoadOrStore(c.ID, true); loaded {
 		return
@@ -127,8 +139,12 @@ func (m *Manager) watchLost(ctx context.Context, c Container) {
 		defer lt.Close()
 		code, at, err := lt.Wait(context.WithoutCancel(ctx))
 		if err != nil {
-			klog.ErrorS(err, "Waiting for a container whose task containerd lost, through its shim", "id", c.ID)
-			return
+			if processLives(c.Pid, c.PidStart) {
+				klog.ErrorS(err, "Waiting for a container whose task containerd lost, through its shim", "id", c.ID)
+				return
+			}
+			klog.InfoS("The shim of a lost task cannot tell the exit of its ended process", "id", c.ID, "err", err)
+			code, at = 255, time.Now()
 		}
 		if m.recordExit(context.WithoutCancel(ctx), c.ID, int32(code), at) {
 			m.releaseTaskLater(ctx, c.ID)

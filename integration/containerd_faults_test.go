@@ -201,7 +201,10 @@ func TestStartAfterAnUnstartedTaskLostItsOutput(t *testing.T) {
 // which then no longer lists the task, and putting it back. The container
 // is still reported running, a stop ends it and records its own exit, one
 // that ends on its own is seen to, and nothing of either is left. (peapod
-// recorded both exited, 255, and left their processes running.)
+// recorded both exited, 255, and left their processes running.) One that
+// ended while peapod was away has its own exit, which its shim kept
+// (peapod recorded 255: TestChaos met it on 1.6, after containerd lost a
+// task whose process a stop had just ended).
 func TestTaskContainerdLost(t *testing.T) {
 	t.Parallel()
 	ctrd := startPrivateContainerd(t)
@@ -216,7 +219,10 @@ func TestTaskContainerdLost(t *testing.T) {
 	exits := startContainer(t, rt, sb, cfg, busybox("exits",
 		"echo up; while [ ! -e /quit/now ]; do sleep 0.1; done; exit 3",
 		&runtime.Mount{ContainerPath: "/quit", HostPath: quit}))
-	pids := map[string]uint32{stopped: e.taskPid(stopped), exits: e.taskPid(exits)}
+	ended := startContainer(t, rt, sb, cfg, busybox("ended",
+		"echo up; while [ ! -e /quit/early ]; do sleep 0.1; done; exit 5",
+		&runtime.Mount{ContainerPath: "/quit", HostPath: quit}))
+	pids := map[string]uint32{stopped: e.taskPid(stopped), exits: e.taskPid(exits), ended: e.taskPid(ended)}
 
 	// containerd restarts without the tasks' bundles (and so without the
 	// tasks), which are then put back, while peapod is away.
@@ -240,9 +246,26 @@ func TestTaskContainerdLost(t *testing.T) {
 		}
 		cancel()
 	}
+	// ended ends before peapod is back.
+	if err := os.WriteFile(filepath.Join(quit, "early"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "ended's process ends", func() error {
+		if s := processState(pids[ended]); s != "gone" {
+			return fmt.Errorf("its process %d: %s", pids[ended], s)
+		}
+		return nil
+	})
 	rt, _ = e.serve()
 
-	for id, pid := range pids {
+	eventually(t, 10*time.Second, "the container that ended while peapod was away has its own exit", func() error {
+		if st := containerStatus(t, rt, ended).GetStatus(); st.GetState() != runtime.ContainerState_CONTAINER_EXITED || st.GetExitCode() != 5 {
+			return fmt.Errorf("%s, exit %d; want EXITED, 5", st.GetState(), st.GetExitCode())
+		}
+		return nil
+	})
+	for _, id := range []string{stopped, exits} {
+		pid := pids[id]
 		if st := containerStatus(t, rt, id).GetStatus(); st.GetState() != runtime.ContainerState_CONTAINER_RUNNING {
 			t.Errorf("container %s, whose task containerd lost, is %s (exit %d), want RUNNING: its process %d %s",
 				id, st.GetState(), st.GetExitCode(), pid, processState(pid))
@@ -273,7 +296,7 @@ func TestTaskContainerdLost(t *testing.T) {
 		}
 	}
 	removePodOf(t, rt, sb)
-	if err := e.leftovers(sb, stopped, exits); err != nil {
+	if err := e.leftovers(sb, stopped, exits, ended); err != nil {
 		t.Error(err)
 	}
 	eventually(t, 10*time.Second, "no shim is left", func() error {
