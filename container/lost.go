@@ -129,8 +129,11 @@ func (m *Manager) watchLost(ctx context.Context, c Container) {
 		m.watching.Delete(c.ID)
 		if err != nil {
 			klog.ErrorS(err, "Following a container whose task containerd lost", "id", c.ID)
-		} else if m.recordExit(ctx, c.ID, 255, time.Now()) {
-			m.revealExit(c.ID) // no task: its output is ending, if not ended
+		} else {
+			klog.InfoS("containerd has no task of a running container, whose process is gone and whose exit no shim holds: its exit is unknown (255)", "id", c.ID, "pid", c.Pid)
+			if m.recordExit(ctx, c.ID, 255, time.Now()) {
+				m.revealExit(c.ID) // no task: its output is ending, if not ended
+			}
 		}
 		return
 	}

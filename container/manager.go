@@ -232,6 +232,7 @@ func (m *Manager) resync(ctx context.Context) error {
 		case !hasTask:
 			m.watchLost(ctx, c) // its exit, if its process is gone
 		case p.GetStatus() == tasktypes.Status_STOPPED:
+			klog.V(2).InfoS("The task of a running container has stopped", "id", c.ID, "exitStatus", p.GetExitStatus(), "exitedAt", p.GetExitedAt().AsTime())
 			if m.recordExit(ctx, c.ID, int32(p.GetExitStatus()), p.GetExitedAt().AsTime()) {
 				m.releaseExited(ctx, c.ID)
 			}
