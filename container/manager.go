@@ -223,6 +223,19 @@ func (m *Manager) resync(ctx context.Context) error {
 	// while peapod was down is reported from the first answer.
 	for _, c := range m.index.List() {
 		p, hasTask := procs[c.ID]
+		if !hasTask && c.State == StateRunning {
+			// containerd 2.x leaves out of its list a task whose shim did
+			// not tell its state in time (1.6 lists it UNKNOWN), as a busy
+			// shim may not: only Get's NotFound says the task is gone.
+			resp, err := m.client.TaskService().Get(ctx, &tasks.GetRequest{ContainerID: c.ID})
+			if err = errgrpc.ToNative(err); err == nil {
+				p, hasTask = resp.GetProcess(), true
+			} else if !errdefs.IsNotFound(err) {
+				klog.InfoS("containerd left the task of a running container out of its list, and cannot tell it now; following it", "id", c.ID, "err", err)
+				m.rewatch(ctx, c.ID)
+				continue
+			}
+		}
 		switch {
 		case c.State == StateExited && hasTask:
 			m.releaseExited(ctx, c.ID) // its exit was recorded, then peapod stopped

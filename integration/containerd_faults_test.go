@@ -601,6 +601,63 @@ func TestExecStartLeftByADeadPeapod(t *testing.T) {
 	}
 }
 
+// containerd 2.x leaves out of its task list a task whose shim does not
+// tell its state within 2 s (1.6 lists it UNKNOWN), as a busy shim may
+// not. A container whose process ended while peapod was away, left out of
+// the list peapod's recovery reads, has its own exit, which its shim
+// holds: peapod took the task for lost and recorded 255 (TestChaos met it
+// on 2.4, at its busy start, with containerd up).
+func TestTaskLeftOutOfContainerdsList(t *testing.T) {
+	t.Parallel()
+	e, proxy, rt, cfg, sb := proxiedPod(t, "left-out")
+	quit := tempDir(t)
+	id := startContainer(t, rt, sb, cfg, busybox("app", "echo up; while [ ! -e /quit/now ]; do sleep 0.1; done; exit 5",
+		&runtime.Mount{ContainerPath: "/quit", HostPath: quit}))
+	pid := e.taskPid(id)
+	e.d.signal(syscall.SIGKILL)
+	e.d.wait(10 * time.Second)
+	if err := os.WriteFile(filepath.Join(quit, "now"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "the container's process ends", func() error {
+		if s := processState(pid); s != "gone" {
+			return fmt.Errorf("its process %d: %s", pid, s)
+		}
+		return nil
+	})
+
+	// containerd lists every task but the container's.
+	ctx, cancel := e.ctrdCtx()
+	real, err := e.ctrd().TaskService().List(ctx, &tasks.ListTasksRequest{})
+	cancel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	listed := &tasks.ListTasksResponse{}
+	for _, p := range real.GetTasks() {
+		if p.GetID() != id {
+			listed.Tasks = append(listed.Tasks, p)
+		}
+	}
+	if len(listed.Tasks) == len(real.GetTasks()) {
+		t.Fatalf("containerd lists no task of the container: the test made nothing to leave out (%v)", real.GetTasks())
+	}
+	const list = "/containerd.services.tasks.v1.Tasks/List"
+	proxy.answerNext(list, 1000, listed)
+	rt, _ = e.serve()
+	eventually(t, 10*time.Second, "the container has its own exit", func() error {
+		if st := containerStatus(t, rt, id).GetStatus(); st.GetState() != runtime.ContainerState_CONTAINER_EXITED || st.GetExitCode() != 5 {
+			return fmt.Errorf("%s, exit %d; want EXITED, 5", st.GetState(), st.GetExitCode())
+		}
+		return nil
+	})
+	proxy.answerNext(list, 0, listed) // containerd lists it again
+	removePodOf(t, rt, sb)
+	if err := e.leftovers(sb, id); err != nil {
+		t.Error(err)
+	}
+}
+
 // What StartContainer answered outlives a peapod that dies after the
 // answer: the container's status was written before it. (It was written
 // after: a peapod killed just then gave the container, when it adopted it,
