@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -447,6 +446,35 @@ func TestRecoveryAsksContainerdAgain(t *testing.T) {
 	}
 }
 
+// tasksListedAs is containerd's task list with container id's task
+// replaced by as, or left out when as is nil: what a proxy in front of
+// containerd answers to make peapod see the task so.
+func (e *podEnv) tasksListedAs(id string, as *tasktypes.Process) *tasks.ListTasksResponse {
+	e.t.Helper()
+	ctx, cancel := e.ctrdCtx()
+	real, err := e.ctrd().TaskService().List(ctx, &tasks.ListTasksRequest{})
+	cancel()
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	listed := &tasks.ListTasksResponse{}
+	found := false
+	for _, p := range real.GetTasks() {
+		switch {
+		case p.GetID() != id:
+			listed.Tasks = append(listed.Tasks, p)
+		case as != nil:
+			listed.Tasks, found = append(listed.Tasks, as), true
+		default:
+			found = true
+		}
+	}
+	if !found {
+		e.t.Fatalf("containerd lists no task of container %s: the test made nothing to change (%v)", id, real.GetTasks())
+	}
+	return listed
+}
+
 // proxiedPod serves a peapod whose calls to the lab's containerd go
 // through a proxy the test controls, and runs pod name (busybox pulled).
 func proxiedPod(t *testing.T, name string) (*podEnv, *ctrdProxy, runtime.RuntimeServiceClient, *runtime.PodSandboxConfig, string) {
@@ -478,24 +506,8 @@ func TestStartOfATaskContainerdCannotTell(t *testing.T) {
 
 	// containerd answers as 1.6 does while the task's shim does not: the
 	// list with the task UNKNOWN, and Get of it UNKNOWN.
-	ctx, cancel := e.ctrdCtx()
-	real, err := e.ctrd().TaskService().List(ctx, &tasks.ListTasksRequest{})
-	cancel()
-	if err != nil {
-		t.Fatal(err)
-	}
 	unknown := &tasktypes.Process{ID: id, Status: tasktypes.Status_UNKNOWN}
-	listed := &tasks.ListTasksResponse{}
-	for _, p := range real.GetTasks() {
-		if p.GetID() == id {
-			listed.Tasks = append(listed.Tasks, unknown)
-		} else {
-			listed.Tasks = append(listed.Tasks, p)
-		}
-	}
-	if len(listed.Tasks) != len(real.GetTasks()) || !slices.Contains(listed.Tasks, unknown) {
-		t.Fatalf("containerd lists no task of the container: the test made nothing to tell (%v)", real.GetTasks())
-	}
+	listed := e.tasksListedAs(id, unknown)
 	const list, get = "/containerd.services.tasks.v1.Tasks/List", "/containerd.services.tasks.v1.Tasks/Get"
 	proxy.answerNext(list, 1000, listed)
 	proxy.answerNext(get, 1000, &tasks.GetResponse{Process: unknown})
@@ -538,20 +550,10 @@ func TestExecStartLeftByADeadPeapod(t *testing.T) {
 	e, proxy, rt, cfg, sb := proxiedPod(t, "exec-left")
 	id := startContainer(t, rt, sb, cfg, busybox("app", "echo up; while true; do sleep 0.1; done"))
 
-	const start = "/containerd.services.tasks.v1.Tasks/Start"
-	held := proxy.holdNext(start)
-	execDone := make(chan error, 1)
-	go func() {
+	held, execDone := proxy.holdDuring(t, "/containerd.services.tasks.v1.Tasks/Start", "ExecSync", func() error {
 		_, err := rt.ExecSync(podCtx(t), &runtime.ExecSyncRequest{ContainerId: id, Cmd: []string{"sh", "-c", "echo left; sleep 300"}})
-		execDone <- err
-	}()
-	select {
-	case <-held.arrived:
-	case err := <-execDone:
-		t.Fatalf("ExecSync answered (%v) before its start reached containerd", err)
-	case <-time.After(podTimeout):
-		t.Fatal("the exec's start did not reach containerd")
-	}
+		return err
+	})
 	e.d.signal(syscall.SIGKILL)
 	e.d.wait(10 * time.Second)
 	wantCode(t, "ExecSync as peapod dies", <-execDone, codes.Unavailable)
@@ -627,21 +629,7 @@ func TestTaskLeftOutOfContainerdsList(t *testing.T) {
 	})
 
 	// containerd lists every task but the container's.
-	ctx, cancel := e.ctrdCtx()
-	real, err := e.ctrd().TaskService().List(ctx, &tasks.ListTasksRequest{})
-	cancel()
-	if err != nil {
-		t.Fatal(err)
-	}
-	listed := &tasks.ListTasksResponse{}
-	for _, p := range real.GetTasks() {
-		if p.GetID() != id {
-			listed.Tasks = append(listed.Tasks, p)
-		}
-	}
-	if len(listed.Tasks) == len(real.GetTasks()) {
-		t.Fatalf("containerd lists no task of the container: the test made nothing to leave out (%v)", real.GetTasks())
-	}
+	listed := e.tasksListedAs(id, nil)
 	const list = "/containerd.services.tasks.v1.Tasks/List"
 	proxy.answerNext(list, 1000, listed)
 	rt, _ = e.serve()
@@ -675,20 +663,11 @@ func TestStartAnsweredOnlyOnceRecorded(t *testing.T) {
 	}
 	id := created.ContainerId
 
-	const update = "/containerd.services.containers.v1.Containers/Update"
-	held := proxy.holdNext(update)
-	started := make(chan error, 1)
-	go func() {
+	// The held call is the container's status write.
+	held, started := proxy.holdDuring(t, "/containerd.services.containers.v1.Containers/Update", "StartContainer", func() error {
 		_, err := rt.StartContainer(podCtx(t), &runtime.StartContainerRequest{ContainerId: id})
-		started <- err
-	}()
-	select {
-	case <-held.arrived:
-	case err := <-started:
-		t.Fatalf("StartContainer answered (%v) before it wrote the container's status", err)
-	case <-time.After(podTimeout):
-		t.Fatal("StartContainer wrote no status")
-	}
+		return err
+	})
 	select {
 	case err := <-started:
 		t.Errorf("StartContainer answered (%v) while the container's status was not written yet", err)

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"sync"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -131,6 +132,25 @@ func (p *ctrdProxy) holdNext(method string) *heldCall {
 	defer p.mu.Unlock()
 	p.hold[method] = h
 	return h
+}
+
+// holdDuring holds the next call of method while call (the CRI call
+// named what) runs, and returns once the held call has reached the proxy,
+// with the channel call's answer comes on. call answering first, or no
+// call of method within podTimeout, fails the test.
+func (p *ctrdProxy) holdDuring(t *testing.T, method, what string, call func() error) (*heldCall, <-chan error) {
+	t.Helper()
+	h := p.holdNext(method)
+	answered := make(chan error, 1)
+	go func() { answered <- call() }()
+	select {
+	case <-h.arrived:
+	case err := <-answered:
+		t.Fatalf("%s answered (%v) before its %s reached containerd", what, err, method)
+	case <-time.After(podTimeout):
+		t.Fatalf("%s made no %s", what, method)
+	}
+	return h, answered
 }
 
 func (p *ctrdProxy) held(method string) *heldCall {
