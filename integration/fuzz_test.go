@@ -49,10 +49,10 @@ func TestFuzzCRI(t *testing.T) {
 		fmt.Sscan(v, &n)
 	}
 	seed := uint64(time.Now().UnixNano())
-	t.Logf("seed %d (PEAPOD_FUZZ_SEED to repeat), %d calls", seed, n)
 	if v := os.Getenv("PEAPOD_FUZZ_SEED"); v != "" {
 		fmt.Sscan(v, &seed)
 	}
+	t.Logf("seed %d (PEAPOD_FUZZ_SEED to repeat), %d calls", seed, n)
 	f := &fuzzer{
 		r:     rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)),
 		ids:   []string{sbID, ctrID, sbID[:12], ctrID[:6], ""},

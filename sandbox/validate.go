@@ -53,6 +53,11 @@ func validate(cfg *runtime.PodSandboxConfig) error {
 		if pm.GetContainerPort() < 0 || pm.GetContainerPort() > 65535 || pm.GetHostPort() < 0 || pm.GetHostPort() > 65535 {
 			return bad("port mapping %d→%d is out of range", pm.GetHostPort(), pm.GetContainerPort())
 		}
+		// CNI's portmap refuses container port 0 at ADD and at DEL alike:
+		// a pod let through with it could never have its network torn down.
+		if pm.GetHostPort() > 0 && pm.GetContainerPort() == 0 {
+			return bad("port mapping publishes host port %d to container port 0", pm.GetHostPort())
+		}
 		if _, ok := runtime.Protocol_name[int32(pm.GetProtocol())]; !ok {
 			return bad("port mapping protocol %d is unknown", pm.GetProtocol())
 		}

@@ -40,6 +40,7 @@ func TestValidate(t *testing.T) {
 		{"resolv.conf injection", func(c *runtime.PodSandboxConfig) { c.DnsConfig.Searches = []string{"a\nnameserver 6.6.6.6"} }, "DNS search"},
 		{"relative log directory", func(c *runtime.PodSandboxConfig) { c.LogDirectory = "logs" }, "log directory"},
 		{"port out of range", func(c *runtime.PodSandboxConfig) { c.PortMappings[0].HostPort = 70000 }, "port mapping"},
+		{"host port to container port 0", func(c *runtime.PodSandboxConfig) { c.PortMappings[0].ContainerPort = 0 }, "container port 0"},
 		{"unknown protocol", func(c *runtime.PodSandboxConfig) { c.PortMappings[0].Protocol = 9 }, "protocol"},
 		{"bad host IP", func(c *runtime.PodSandboxConfig) { c.PortMappings[0].HostIp = "localhost" }, "host IP"},
 		{"host-wide sysctl", func(c *runtime.PodSandboxConfig) { c.Linux.Sysctls = map[string]string{"vm.swappiness": "1"} }, "not namespaced"},
