@@ -194,6 +194,16 @@ func decode(c containers.Container) (*Container, error) {
 
 // TaskExited records a container's exit reported by the event monitor.
 func (m *Manager) TaskExited(ctx context.Context, e monitor.Exit) {
+	// An exit that names no process is containerd's guess, not a shim's
+	// report: containerd sends one (137, or 255 when the shim's delete
+	// failed) when a shim's connection closes. containerd 1.6 sends it for
+	// the shim of an earlier task of the ID too, one a Start cut short,
+	// after a retried Start has made the task that runs now. While the
+	// container's recorded process lives, its exit is still to come.
+	if c, err := m.index.Get(e.ContainerID); e.Pid == 0 && err == nil && c.State == StateRunning && processLives(c.Pid, c.PidStart) {
+		klog.InfoS("containerd reported an exit naming no process for a container whose process runs; not its exit", "id", c.ID, "pid", c.Pid, "exitStatus", e.ExitStatus)
+		return
+	}
 	// The exit watch often sees the same exit: whichever records it
 	// releases the task.
 	if m.recordExitOf(ctx, e.ContainerID, e.Pid, int32(e.ExitStatus), e.ExitedAt) {

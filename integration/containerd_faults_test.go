@@ -13,11 +13,13 @@ import (
 	"testing"
 	"time"
 
+	apievents "github.com/containerd/containerd/api/events"
 	tasks "github.com/containerd/containerd/api/services/tasks/v1"
 	tasktypes "github.com/containerd/containerd/api/types/task"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
@@ -747,4 +749,51 @@ func TestStartOverAnOrphanBundle(t *testing.T) {
 	if _, err := os.Stat(bundle); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("the container's bundle is still there after its removal: %v", err)
 	}
+}
+
+// An exit that names no process (pid 0) is containerd's guess when a shim's
+// connection closes (137, or 255 when the shim's delete failed), and
+// containerd 1.6 sends one for the shim of an earlier task of the ID, one a
+// Start cut short, after a retried Start has made the task that runs now.
+// TestChaos met it on 1.6: the container was recorded exited (255) while
+// its process ran on, and the StopContainer that followed, finding it
+// exited, left the process running. Here the exit is published as
+// containerd publishes it; the container's process runs, so it stays
+// running, and a stop ends it with its TERM trap's code.
+func TestExitNamingNoProcess(t *testing.T) {
+	t.Parallel()
+	e := newPodEnv(t)
+	rt, ic := e.serve()
+	pull(t, ic, busyboxRef)
+	cfg := e.podConfig("no-pid-exit")
+	sb := runPod(t, rt, cfg)
+	id := startContainer(t, rt, sb, cfg, busybox("app", "trap 'exit 7' TERM; echo up; while true; do sleep 0.1; done"))
+	pid := e.taskPid(id)
+
+	ctx, cancel := e.ctrdCtx()
+	defer cancel()
+	if err := e.ctrd().EventService().Publish(ctx, "/tasks/exit", &apievents.TaskExit{
+		ContainerID: id, ID: id, Pid: 0, ExitStatus: 255, ExitedAt: timestamppb.Now(),
+	}); err != nil {
+		t.Fatalf("publishing a task exit naming no process: %v", err)
+	}
+	// peapod records an exit it takes for the container's within
+	// milliseconds of the event; the container must stay running for
+	// good, which these seconds stand for.
+	for end := time.Now().Add(3 * time.Second); time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
+		if st := containerStatus(t, rt, id).GetStatus(); st.GetState() != runtime.ContainerState_CONTAINER_RUNNING {
+			t.Fatalf("after an exit naming no process, container is %s (exit %d), want RUNNING: its process %d %s",
+				st.GetState(), st.GetExitCode(), pid, processState(pid))
+		}
+	}
+	if _, err := rt.StopContainer(podCtx(t), &runtime.StopContainerRequest{ContainerId: id, Timeout: 10}); err != nil {
+		t.Fatalf("StopContainer: %v", err)
+	}
+	if st := containerStatus(t, rt, id).GetStatus(); st.GetState() != runtime.ContainerState_CONTAINER_EXITED || st.GetExitCode() != 7 {
+		t.Errorf("stopped container: %s, exit %d; want EXITED, 7 (its TERM trap)", st.GetState(), st.GetExitCode())
+	}
+	if s := processState(pid); s != "gone" {
+		t.Errorf("the process %d of the stopped container: %s", pid, s)
+	}
+	removePodOf(t, rt, sb)
 }
