@@ -72,7 +72,7 @@ func (m *Manager) stopLost(ctx context.Context, c *Container, timeout time.Durat
 	defer cancel()
 	exited := make(chan exit, 1)
 	go func() {
-		code, at, err := lt.Wait(waitCtx)
+		code, at, err := waitLost(waitCtx, lt, c)
 		exited <- exit{code, at, err}
 	}()
 	var st exit
@@ -102,11 +102,7 @@ func (m *Manager) stopLost(ctx context.Context, c *Container, timeout time.Durat
 		}
 	}
 	if st.err != nil {
-		if processLives(c.Pid, c.PidStart) {
-			return fmt.Errorf("waiting for container %s through its shim: %w", c.ID, st.err)
-		}
-		klog.InfoS("The shim of a lost task cannot tell the exit of its ended process", "id", c.ID, "err", st.err)
-		st.code, st.at = 255, time.Now()
+		return fmt.Errorf("waiting for container %s through its shim: %w", c.ID, st.err)
 	}
 	m.recordExit(ctx, c.ID, int32(st.code), st.at)
 	if err := lt.Release(ctx); err != nil {
@@ -114,6 +110,18 @@ func (m *Manager) stopLost(ctx context.Context, c *Container, timeout time.Durat
 	}
 	m.revealExit(c.ID)
 	return nil
+}
+
+// waitLost waits for the exit of container c through the shim of its
+// lost task. A shim that cannot tell it fails the wait while c's process
+// lives; once the process is gone, its exit is the unknown 255.
+func waitLost(ctx context.Context, lt *shimreaper.LostTask, c *Container) (uint32, time.Time, error) {
+	code, at, err := lt.Wait(ctx)
+	if err == nil || processLives(c.Pid, c.PidStart) {
+		return code, at, err
+	}
+	klog.InfoS("The shim of a lost task cannot tell the exit of its ended process", "id", c.ID, "err", err)
+	return 255, time.Now(), nil
 }
 
 // watchLost follows the exit of running container c, whose task containerd
@@ -140,14 +148,10 @@ func (m *Manager) watchLost(ctx context.Context, c Container) {
 	go func() {
 		defer m.watching.Delete(c.ID)
 		defer lt.Close()
-		code, at, err := lt.Wait(context.WithoutCancel(ctx))
+		code, at, err := waitLost(context.WithoutCancel(ctx), lt, &c)
 		if err != nil {
-			if processLives(c.Pid, c.PidStart) {
-				klog.ErrorS(err, "Waiting for a container whose task containerd lost, through its shim", "id", c.ID)
-				return
-			}
-			klog.InfoS("The shim of a lost task cannot tell the exit of its ended process", "id", c.ID, "err", err)
-			code, at = 255, time.Now()
+			klog.ErrorS(err, "Waiting for a container whose task containerd lost, through its shim", "id", c.ID)
+			return
 		}
 		if m.recordExit(context.WithoutCancel(ctx), c.ID, int32(code), at) {
 			m.releaseTaskLater(ctx, c.ID)
